@@ -1,0 +1,81 @@
+"""The web server's settings, read from the environment in this one place.
+
+Celery's own settings (REDIS_URL, progress interval) are read by ``tasks.celery``; the web
+server builds its Celery app from the same mapping, so both sides always agree.
+"""
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ASYNC_MODES = ("eventlet", "threading")
+DEMO_TASKS = ("tasks.demo.count", "tasks.demo.fail_with_details", "tasks.demo.crash")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the key and how to fix it."""
+
+
+def _read(env: Mapping[str, str], key: str, cast: Callable[[str], Any], default: Any) -> Any:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is invalid: {exc}") from None
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError("a port is 1-65535")
+    return port
+
+
+def _at_least(minimum: float) -> Callable[[str], float]:
+    def cast(raw: str) -> float:
+        value = float(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return cast
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Read every web setting from ``env``; raises ConfigError naming the bad key."""
+    token = env.get("PULSE_TOKEN", "")
+    if len(token) < 16:
+        raise ConfigError(
+            "PULSE_TOKEN must be set to a random string of at least 16 characters "
+            "(`make run` generates one; e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    mode = env.get("PULSE_ASYNC_MODE") or "eventlet"
+    if mode not in ASYNC_MODES:
+        raise ConfigError(f"PULSE_ASYNC_MODE={mode!r} is invalid: use one of {', '.join(ASYNC_MODES)}")
+    # Derived from the token so that several servers agree and a new token logs everyone out.
+    derived = hmac.new(token.encode(), b"pulse-session-key", hashlib.sha256).hexdigest()
+    return {
+        "PULSE_TOKEN": token,
+        "SECRET_KEY": env.get("PULSE_SECRET_KEY") or derived,
+        "ASYNC_MODE": mode,
+        "HOST": env.get("HOST") or "127.0.0.1",
+        "PORT": _read(env, "PORT", _port, 5000),
+        "LAUNCH_ALLOW": _read(env, "PULSE_LAUNCH_ALLOW", _names, DEMO_TASKS),
+        "SNAPSHOT_SIZE": _read(env, "PULSE_SNAPSHOT_SIZE", int, 200),
+        "MAX_TASKS": _read(env, "PULSE_MAX_TASKS", int, 10_000),
+        # The dashboard gets at most one `tasks` push per interval; 0.1 s caps it at 10/s.
+        "PUSH_INTERVAL": _read(env, "PULSE_PUSH_INTERVAL", _at_least(0.1), 0.1),
+        "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
+        "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_NAME": "pulse_session",
+    }

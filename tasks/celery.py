@@ -1,0 +1,52 @@
+"""The Celery app, configured from the environment.
+
+This is the one place the Celery side (workers and producers) reads its settings. The web
+server reuses this app, so it launches tasks and reads results with exactly the same config.
+"""
+
+import os
+from collections.abc import Mapping
+
+from celery import Celery
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not a number; set it to seconds, e.g. 0.25") from None
+    if value < 0:
+        raise ValueError(f"{key}={raw!r} must not be negative")
+    return value
+
+
+def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
+    """Build the Celery app from ``env`` (REDIS_URL, PULSE_PROGRESS_INTERVAL, PULSE_REDIS_TIMEOUT)."""
+    redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+    timeout = _positive_float(env, "PULSE_REDIS_TIMEOUT", 5.0)
+    app = Celery("pulse", broker=redis_url, backend=redis_url, include=["tasks.demo"])
+    app.conf.update(
+        task_track_started=True,
+        # Must be on in the producer too (the web app), or launched tasks send no task-sent.
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        # Bounded socket waits: a dead or frozen Redis must fail a call, not hang a task.
+        redis_socket_connect_timeout=timeout,
+        redis_socket_timeout=timeout,
+        broker_transport_options={
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+        },
+        pulse_progress_interval=_positive_float(env, "PULSE_PROGRESS_INTERVAL", 0.25),
+    )
+    return app
+
+
+app = make_celery()

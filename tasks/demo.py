@@ -1,0 +1,39 @@
+"""Demo tasks, launched from the dashboard to see Pulse work."""
+
+import time
+
+from .celery import app
+from .progress import fail, report_progress
+
+
+@app.task(bind=True)
+def count(self, total: int = 100, delay: float = 0.05) -> int:
+    """Count to ``total``, reporting progress at each step; returns ``total``."""
+    total = int(total)
+    for step in range(1, total + 1):
+        time.sleep(float(delay))
+        report_progress(self, step, total, f"step {step} of {total}")
+    return total
+
+
+@app.task(bind=True)
+def fail_with_details(self, step: int = 3, delay: float = 0.2) -> None:
+    """Progress up to ``step`` of 10, then fail with structured details."""
+    step = int(step)
+    for current in range(1, step + 1):
+        time.sleep(float(delay))
+        report_progress(self, current, 10, f"processing record {current}")
+    fail(
+        self,
+        f"record {step} could not be parsed",
+        exc_type=ValueError,
+        step=step,
+        input=f"row-{step}: '12,abc'",
+        hint="check the CSV export settings",
+    )
+
+
+@app.task
+def crash() -> None:
+    """Raise ValueError plainly, to show Celery's own failure path."""
+    raise ValueError("demo crash: something went wrong")

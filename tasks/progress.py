@@ -1,0 +1,141 @@
+"""Progress and structured-failure reporting, for any bound Celery task.
+
+``report_progress(self, current, total, message)`` stores a PROGRESS state (durable, for late
+joiners and the REST API) and sends a ``task-progress`` event (live). ``fail(self, message,
+**details)`` stores a FAILURE with custom details, sends ``task-failed`` and raises ``Ignore``.
+"""
+
+import logging
+import math
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+from celery import Task, states
+from celery.exceptions import Ignore
+
+from .safejson import bounded_json
+
+log = logging.getLogger(__name__)
+
+PROGRESS = "PROGRESS"
+MESSAGE_LIMIT = 1000
+# Keys of a FAILURE meta that Celery itself reads; custom details may not reuse them.
+FAILURE_KEYS = frozenset({"exc_type", "exc_message", "exc_module", "exc_cls"})
+# After a failed write, progress is not attempted for this long: with Redis down every
+# attempt costs a connection timeout, and a task's loop must not pay that per call.
+OUTAGE_PAUSE = 5.0
+
+
+class TaskFailure(Exception):
+    """The default exception type of a structured failure."""
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def progress_meta(current: Any, total: Any = None, message: Any = None) -> dict[str, Any]:
+    """The PROGRESS meta: current, total (None if unknown), percent (0-100 or None), message."""
+    current = _number(current) or 0
+    total = _number(total)
+    if total is not None and total <= 0:
+        total = None
+    percent = None
+    if total is not None:
+        percent = round(min(max(current / total * 100.0, 0.0), 100.0), 1)
+    if message is not None:
+        message = str(message)[:MESSAGE_LIMIT]
+    return {"current": current, "total": total, "percent": percent, "message": message}
+
+
+def report_progress(task: Task, current: Any, total: Any = None, message: Any = None) -> bool:
+    """Report progress; returns True when it was sent, False when throttled or not sent.
+
+    Calls closer together than ``pulse_progress_interval`` (default 0.25 s) return at once;
+    the first call and the one reaching ``total`` always go out. Never raises for a broker or
+    backend error: reporting progress must not fail the task.
+    """
+    request = task.request
+    if request.id is None:  # called directly, not as a task: nothing to report to
+        return False
+    now = time.monotonic()
+    final = total is not None and current is not None and _reached(current, total)
+    in_outage = getattr(request, "pulse_outage", False)
+    if now < getattr(request, "pulse_next", 0.0) and (in_outage or not final):
+        return False
+    meta = progress_meta(current, total, message)
+    try:
+        task.update_state(state=PROGRESS, meta=meta)
+        task.send_event("task-progress", retry=False, **meta)
+    except Exception as exc:  # any broker/backend error: log and carry on with the task
+        log.warning("pulse: progress of task %s not reported: %r", request.id, exc)
+        request.pulse_outage, request.pulse_next = True, now + OUTAGE_PAUSE
+        return False
+    interval = getattr(request, "pulse_interval", None)
+    if interval is None:
+        interval = request.pulse_interval = float(task.app.conf.get("pulse_progress_interval", 0.25))
+    request.pulse_outage, request.pulse_next = False, now + interval
+    return True
+
+
+def _reached(current: Any, total: Any) -> bool:
+    try:
+        return current >= total
+    except TypeError:
+        return False
+
+
+def failure_meta(message: Any, exc_type: type[BaseException] | str, details: dict) -> dict:
+    """The FAILURE meta that Celery's ``AsyncResult`` can rebuild, plus the custom details."""
+    clash = FAILURE_KEYS.intersection(details)
+    if clash:
+        raise TypeError(f"fail(): detail names {sorted(clash)} are reserved by Celery; rename them")
+    if isinstance(exc_type, type) and issubclass(exc_type, BaseException):
+        type_name, module = exc_type.__qualname__, exc_type.__module__
+    else:  # a bare name: Celery rebuilds an exception class of that name when reading
+        type_name, module = str(exc_type), "builtins"
+    meta = {key: bounded_json(value) for key, value in details.items()}
+    meta.update(exc_type=type_name, exc_message=[str(message)[:MESSAGE_LIMIT]], exc_module=module)
+    return meta
+
+
+def fail(
+    task: Task,
+    message: Any,
+    exc_type: type[BaseException] | str = TaskFailure,
+    **details: Any,
+) -> NoReturn:
+    """Fail the task with structured details, then raise ``Ignore`` (the Ignore() pattern).
+
+    Stores state FAILURE with ``exc_type``, ``exc_message``, ``exc_module``, the custom
+    ``details`` and the traceback, and sends a ``task-failed`` event carrying them (a raised
+    ``Ignore`` sends no event by itself). If the failure cannot be stored, the exception is
+    raised instead of ``Ignore`` so that Celery's own failure handling still records it.
+    """
+    meta = failure_meta(message, exc_type, details)
+    tb = traceback.format_exc() if sys.exc_info()[0] is not None else "".join(traceback.format_stack()[:-1])
+    exception = f"{meta['exc_type']}({meta['exc_message'][0]!r})"
+    try:
+        task.update_state(state=states.FAILURE, meta=meta, traceback=tb)
+    except Exception as exc:  # backend down: let Celery record a plain failure instead
+        log.warning("pulse: structured failure of task %s not stored: %r", task.request.id, exc)
+        raise TaskFailure(meta["exc_message"][0]) from exc
+    try:
+        task.send_event(
+            "task-failed", retry=False, exception=exception, traceback=tb,
+            exc_type=meta["exc_type"], exc_message=meta["exc_message"],
+            details={k: v for k, v in meta.items() if k not in FAILURE_KEYS},
+        )
+    except Exception as exc:  # stored already: the live event is a nicety
+        log.warning("pulse: task-failed event of task %s not sent: %r", task.request.id, exc)
+    raise Ignore()
+

@@ -1,0 +1,121 @@
+"""Fixtures that own real processes: an embedded Redis, a Celery worker and the web server.
+
+Every process is started through ``pulse.devstack`` (as ``make run`` does) and stopped by PID.
+Logs go to test-artifacts/ so a CI failure can be read afterwards.
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import socketio
+
+from pulse import devstack
+from tasks.celery import make_celery
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+TOKEN = "test-operator-token-0123456789"
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    """A running Pulse: where it listens, how to call it, and its Celery app."""
+
+    def __init__(self, base_url: str, redis_url: str, env: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.redis_url = redis_url
+        self.env = env
+        self.token = env["PULSE_TOKEN"]
+        self.celery = make_celery(env)
+
+    def api(self, method: str, path: str, token: str | None = "", **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        token = self.token if token == "" else token
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.base_url + path, headers=headers, timeout=10, **kwargs)
+
+    def launch(self, name: str, **kwargs) -> str:
+        response = self.api("POST", "/api/tasks", json={"name": name, "kwargs": kwargs})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def wait_for(self, task_id: str, *statuses: str, timeout: float = 30.0) -> dict:
+        def done():
+            data = self.api("GET", f"/api/tasks/{task_id}").json()
+            return data if data["status"] in statuses else None
+
+        return wait_until(done, timeout, 0.1, f"task {task_id} to be {statuses}")
+
+    def socket(self, auth: dict | None = None) -> socketio.Client:
+        client = socketio.Client(reconnection=False)
+        client.connect(self.base_url, auth={"token": self.token} if auth is None else auth,
+                       transports=["websocket"], wait_timeout=10)
+        return client
+
+
+def _log(name: str):
+    ARTIFACTS.mkdir(exist_ok=True)
+    return open(ARTIFACTS / f"{name}.log", "w")  # noqa: SIM115 - closed by the fixture
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    port = devstack.free_port()
+    log = _log("redis")
+    proc = devstack.start_redis(port, tmp_path_factory.mktemp("redis"), log=log)
+    yield f"redis://127.0.0.1:{port}/0"
+    devstack.stop(proc)
+    log.close()
+
+
+def server_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
+    return dict(os.environ, REDIS_URL=redis_url, PULSE_TOKEN=TOKEN, PORT=str(port),
+                HOST="127.0.0.1", **extra)
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url) -> Iterator[None]:
+    log = _log("worker")
+    env = server_env(redis_url, 0)
+    proc = devstack.start_worker(env, concurrency=4, log=log)
+    app = make_celery(env)
+    wait_until(lambda: proc.poll() is not None or app.control.ping(timeout=0.5), 60, 0.2, "the worker")
+    assert proc.poll() is None, "the worker exited; see test-artifacts/worker.log"
+    yield
+    devstack.stop(proc)
+    log.close()
+
+
+def start_server(redis_url: str, name: str, **extra: str):
+    port = devstack.free_port()
+    env = server_env(redis_url, port, **extra)
+    log = _log(name)
+    proc = devstack.start_web(env, port, log=log)
+    stack = Stack(f"http://127.0.0.1:{port}", redis_url, env)
+    wait_until(lambda: requests.get(stack.base_url + "/healthz", timeout=5).json()["monitor"]["connected"],
+               30, 0.1, f"{name} monitor to connect")
+    return proc, log, stack
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url, worker) -> Iterator[Stack]:
+    """The real thing: Redis, a worker, and the web server in its default (eventlet) mode."""
+    proc, log, running = start_server(redis_url, "web-eventlet", PULSE_ASYNC_MODE="eventlet")
+    yield running
+    devstack.stop(proc)
+    log.close()
