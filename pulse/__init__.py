@@ -17,6 +17,7 @@ from tasks.celery import make_celery
 from . import api, auth, live, pages
 from .config import load_config
 from .monitor import Monitor
+from .results import use_lookup_only_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +29,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     app.config.update(load_config(env))
 
     celery_app = make_celery(env)
+    use_lookup_only_backend(celery_app)
     socketio = SocketIO(app, async_mode=app.config["ASYNC_MODE"])
     broadcaster = live.Broadcaster(socketio, app.config["PUSH_INTERVAL"])
     app.extensions["pulse_celery"] = celery_app

@@ -7,6 +7,25 @@ Celery's own decoding turns a FAILURE meta into an exception and drops the custo
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
+
+
+class LookupOnlyRedisBackend(RedisBackend):
+    """The Redis result backend for a process that looks results up but never waits on them.
+
+    The stock backend subscribes to a result channel on every ``send_task`` (for
+    ``AsyncResult.get``), and after a Redis outage that subscriber gives up for good, failing
+    every later launch. Pulse only reads results, so it skips the subscription.
+    """
+
+    def on_task_call(self, producer, task_id):
+        return None
+
+
+def use_lookup_only_backend(celery_app: Celery) -> None:
+    """Switch ``celery_app`` to ``LookupOnlyRedisBackend`` (call before its backend is used)."""
+    url = celery_app.conf.result_backend
+    celery_app.conf.result_backend = f"{__name__}:LookupOnlyRedisBackend+{url}"
 
 
 def read_meta(celery_app: Celery, task_id: str) -> dict[str, Any] | None:

@@ -122,8 +122,8 @@ def fail(
     raised instead of ``Ignore`` so that Celery's own failure handling still records it.
     """
     meta = failure_meta(message, exc_type, details)
-    tb = traceback.format_exc() if sys.exc_info()[0] is not None else "".join(traceback.format_stack()[:-1])
     exception = f"{meta['exc_type']}({meta['exc_message'][0]!r})"
+    tb = traceback.format_exc() if sys.exc_info()[0] is not None else _stack_traceback(meta)
     try:
         task.update_state(state=states.FAILURE, meta=meta, traceback=tb)
     except Exception as exc:  # backend down: let Celery record a plain failure instead
@@ -139,3 +139,9 @@ def fail(
         log.warning("pulse: task-failed event of task %s not sent: %r", task.request.id, exc)
     raise Ignore()
 
+
+
+def _stack_traceback(meta: dict) -> str:
+    """A traceback-shaped text for a failure raised outside an ``except`` block."""
+    frames = "".join(traceback.format_stack()[:-2])  # up to the caller of fail()
+    return f"Traceback (most recent call last):\n{frames}{meta['exc_type']}: {meta['exc_message'][0]}\n"

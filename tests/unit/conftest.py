@@ -1,0 +1,37 @@
+"""In-process app fixtures (threading mode, no background tasks) against the real Redis."""
+
+import pytest
+
+from pulse import create_app
+
+from ..conftest import TOKEN
+
+
+@pytest.fixture
+def redis_url(redis_url):
+    """The session Redis, but database 1: no worker consumes what unit tests enqueue."""
+    return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def app(redis_url):
+    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading"})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth_headers():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def logged_in(client):
+    """A test client with an operator session; returns (client, csrf token)."""
+    response = client.post("/login", data={"token": TOKEN})
+    assert response.status_code == 302
+    with client.session_transaction() as session:
+        return client, session["csrf"]

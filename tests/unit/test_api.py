@@ -1,0 +1,94 @@
+"""The HTTP API in-process: status, launching, validation and auth refusals."""
+
+import pytest
+
+from pulse.config import DEMO_TASKS
+
+
+def test_healthz_needs_no_credentials_and_reports_redis(client):
+    data = client.get("/healthz").get_json()
+    assert data["redis"] == {"ok": True}
+    assert data["monitor"]["connected"] is False  # no background monitor in-process
+    assert data["status"] == "degraded"
+
+
+def test_unknown_id_is_404_with_status_unknown(client, auth_headers):
+    response = client.get("/api/tasks/0b4d5c1e-2f7a-4c43-9a8e-0f8b0a6f4d21", headers=auth_headers)
+    assert response.status_code == 404
+    assert response.get_json()["status"] == "unknown"
+    assert response.get_json()["state"] is None
+
+
+@pytest.mark.parametrize("bad", ["has space", "a;b", "x" * 300, "a/b", "<script>alert(1)</script>"])
+def test_malformed_id_is_400(client, auth_headers, bad):
+    response = client.get(f"/api/tasks/{bad}", headers=auth_headers)
+    assert response.status_code == 400
+    assert "malformed task id" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-0123456789"},
+                                     {"Authorization": "Basic abc"}])
+def test_api_refuses_missing_or_wrong_tokens(client, headers):
+    assert client.get("/api/tasks/abc", headers=headers).status_code == 401
+    response = client.post("/api/tasks", json={"name": DEMO_TASKS[0]}, headers=headers)
+    assert response.status_code == 401
+    assert "error" in response.get_json()
+
+
+def test_launch_answers_202_and_the_task_is_known_at_once(client, auth_headers):
+    response = client.post("/api/tasks", json={"name": "tasks.demo.count", "kwargs": {"total": 1}},
+                           headers=auth_headers)
+    assert response.status_code == 202
+    task_id = response.get_json()["id"]
+    assert response.headers["Location"] == f"/api/tasks/{task_id}"
+    data = client.get(f"/api/tasks/{task_id}", headers=auth_headers).get_json()
+    assert data["status"] == "scheduled" and data["name"] == "tasks.demo.count"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [({"name": "os.system", "args": ["rm -rf /"]}, 403, "allow-list"),
+     ({"name": ""}, 400, "name"), ({"name": "tasks.demo.count", "args": {}}, 400, "args"),
+     ({"name": "tasks.demo.count", "kwargs": []}, 400, "kwargs"), ([1, 2], 400, "JSON object")],
+)
+def test_launch_validation(client, auth_headers, body, status, text):
+    response = client.post("/api/tasks", json=body, headers=auth_headers)
+    assert response.status_code == status
+    assert text in response.get_json()["error"]
+
+
+def test_launch_rejects_non_json_and_huge_bodies(client, auth_headers):
+    response = client.post("/api/tasks", data="not json", headers=auth_headers)
+    assert response.status_code == 400
+    response = client.post("/api/tasks", data="x" * 100_000, headers=auth_headers,
+                           content_type="application/json")
+    assert response.status_code == 413
+    assert "error" in response.get_json()
+
+
+def test_launch_with_the_broker_down_is_503(redis_url):
+    from pulse import create_app
+
+    from ..conftest import TOKEN
+
+    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
+                      "PULSE_ASYNC_MODE": "threading"})
+    response = app.test_client().post("/api/tasks", json={"name": "tasks.demo.count"},
+                                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 503
+    assert "broker is unreachable" in response.get_json()["error"]
+
+
+def test_session_mutations_need_the_csrf_token(logged_in):
+    client, csrf = logged_in
+    body = {"name": "tasks.demo.count", "kwargs": {"total": 1}}
+    assert client.post("/api/tasks", json=body).status_code == 403
+    assert client.post("/api/tasks", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert client.post("/api/tasks", json=body, headers={"X-CSRF-Token": csrf}).status_code == 202
+    assert client.get("/api/tasks/abc").status_code == 404  # reads need no CSRF token
+
+
+def test_unknown_api_routes_answer_json(client, auth_headers):
+    response = client.get("/api/nothing-here", headers=auth_headers)
+    assert response.status_code == 404
+    assert "error" in response.get_json()

@@ -1,0 +1,82 @@
+"""Socket.IO handlers in-process: auth on connect, subscribe acknowledgements, rooms, coalescing."""
+
+import pytest
+
+from ..conftest import TOKEN
+
+
+@pytest.fixture
+def socketio(app):
+    return app.extensions["socketio"]
+
+
+def connect(app, socketio, **kwargs):
+    return socketio.test_client(app, **kwargs)
+
+
+def test_connection_without_a_token_is_refused(app, socketio):
+    assert not connect(app, socketio).is_connected()
+    assert not connect(app, socketio, auth={"token": "forged-token-0123456789"}).is_connected()
+    assert not connect(app, socketio, auth={"token": None}).is_connected()
+
+
+def test_connection_with_a_token_or_a_session(app, socketio):
+    assert connect(app, socketio, auth={"token": TOKEN}).is_connected()
+    client = app.test_client()
+    client.post("/login", data={"token": TOKEN})
+    assert connect(app, socketio, flask_test_client=client).is_connected()
+
+
+@pytest.mark.parametrize("payload", [None, "task", ["x"], {"task": "bad id!"}, {"task": 5}, {}])
+def test_malformed_subscribe_gets_an_error_ack(app, socketio, payload):
+    client = connect(app, socketio, auth={"token": TOKEN})
+    ack = client.emit("subscribe", payload, callback=True)
+    assert "error" in ack
+    assert client.get_received() == []
+
+
+def test_subscribe_to_a_task_acks_its_snapshot(app, socketio):
+    app.extensions["pulse_monitor"].record_sent("snap-1", "tasks.demo.count")
+    client = connect(app, socketio, auth={"token": TOKEN})
+    ack = client.emit("subscribe", {"task": "snap-1"}, callback=True)
+    assert ack["task"]["status"] == "scheduled"
+    ack = client.emit("subscribe", {"task": "not-seen-yet"}, callback=True)
+    assert ack["task"]["status"] == "unknown"
+
+
+def test_task_pushes_go_only_to_the_task_room(app, socketio):
+    monitor = app.extensions["pulse_monitor"]
+    watcher = connect(app, socketio, auth={"token": TOKEN})
+    bystander = connect(app, socketio, auth={"token": TOKEN})
+    watcher.emit("subscribe", {"task": "room-a"}, callback=True)
+    bystander.emit("subscribe", {"task": "room-b"}, callback=True)
+    monitor.record_sent("room-a", "tasks.demo.count")
+    received = watcher.get_received()
+    assert [(m["name"], m["args"][0]["id"]) for m in received] == [("task", "room-a")]
+    assert bystander.get_received() == []
+
+
+def test_dashboard_gets_a_snapshot_then_coalesced_batches(app, socketio):
+    monitor = app.extensions["pulse_monitor"]
+    broadcaster = app.extensions["pulse_live"]
+    monitor.record_sent("dash-0", "tasks.demo.count")
+    dashboard = connect(app, socketio, auth={"token": TOKEN})
+    ack = dashboard.emit("subscribe", {"dashboard": True}, callback=True)
+    assert [t["id"] for t in ack["tasks"]] == ["dash-0"]
+    for number in range(50):
+        monitor.record_sent(f"dash-{number % 5}", "tasks.demo.count")
+    assert dashboard.get_received() == []  # nothing goes out until the next flush
+    assert broadcaster.flush() == 5
+    received = dashboard.get_received()
+    assert len(received) == 1 and received[0]["name"] == "tasks"
+    assert sorted(t["id"] for t in received[0]["args"][0]) == [f"dash-{n}" for n in range(5)]
+    assert broadcaster.flush() == 0
+
+
+def test_unsubscribe_leaves_the_room(app, socketio):
+    client = connect(app, socketio, auth={"token": TOKEN})
+    client.emit("subscribe", {"task": "leave-1"}, callback=True)
+    assert client.emit("unsubscribe", {"task": "leave-1"}, callback=True)["ok"] is True
+    app.extensions["pulse_monitor"].record_sent("leave-1", "tasks.demo.count")
+    assert client.get_received() == []
+    assert "error" in client.emit("unsubscribe", "nonsense", callback=True)
