@@ -77,8 +77,14 @@ def _spawn(cmd: list[str], env: Mapping[str, str] | None, log: IO | None) -> sub
 
 
 def start_redis(port: int, data_dir: Path, log: IO | None = None) -> subprocess.Popen:
-    """Start the embedded Redis on 127.0.0.1:``port`` with append-only persistence; wait for it."""
-    proc = _spawn(redis_command(port, data_dir), None, log)
+    """Start the embedded Redis on 127.0.0.1:``port`` with append-only persistence; wait for it.
+
+    Its output goes to ``log``, else to redis.log in ``data_dir``.
+    """
+    command = redis_command(port, data_dir)
+    if log is None:
+        command += ["--logfile", str(data_dir / "redis.log")]
+    proc = _spawn(command, None, log)
     wait_for_port(port, proc, what="redis-server")
     return proc
 
