@@ -1,12 +1,14 @@
 """Pulse's web server: the event monitor, live Socket.IO rooms, REST API, pages and auth.
 
 ``create_app`` builds the app and binds the shared objects; ``start_background`` starts the
-monitor and the dashboard pusher (kept apart so that building an app starts nothing).
+monitor, the registry upkeep and the dashboard pusher (kept apart so that building an app
+starts nothing).
 """
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import redis
 from flask import Flask
@@ -14,10 +16,17 @@ from flask_socketio import SocketIO
 
 from tasks.celery import make_celery
 
-from . import api, auth, live, pages
+from . import api, auth, commands, live, pages
+from .actions import Actions
+from .audit import AuditLog
 from .config import load_config
+from .listing import Listing
+from .maintenance import Maintenance
+from .metrics import Metrics
 from .monitor import Monitor
 from .results import use_lookup_only_backend
+from .store import TaskStore
+from .waiters import Waiters
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,32 +36,56 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     env = os.environ if env is None else env
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(load_config(env))
+    config = app.config
 
     celery_app = make_celery(env)
     use_lookup_only_backend(celery_app)
-    socketio = SocketIO(app, async_mode=app.config["ASYNC_MODE"])
-    broadcaster = live.Broadcaster(socketio, app.config["PUSH_INTERVAL"])
-    app.extensions["pulse_celery"] = celery_app
-    app.extensions["pulse_redis"] = redis.Redis.from_url(
-        celery_app.conf.broker_url, socket_timeout=5, socket_connect_timeout=2
-    )
-    app.extensions["pulse_live"] = broadcaster
-    app.extensions["pulse_monitor"] = Monitor(
-        celery_app,
-        on_task=broadcaster.task_changed,
-        on_status=broadcaster.monitor_status,
-        max_tasks=app.config["MAX_TASKS"],
-        idle_timeout=app.config["MONITOR_IDLE_TIMEOUT"],
+    registry = celery_app.pulse_registry
+    socketio = SocketIO(app, async_mode=config["ASYNC_MODE"])
+    metrics = Metrics()
+    store = TaskStore(registry, celery_app)
+    listing = Listing(registry)
+    broadcaster = live.Broadcaster(socketio, config["PUSH_INTERVAL"], on_push=metrics.push)
+    waiters = Waiters(socketio.server.eio.create_event)
+
+    def task_changed(data: dict[str, Any]) -> None:
+        broadcaster.task_changed(data)
+        waiters.notify(data)
+
+    monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
+                      on_event=metrics.event, max_tasks=config["MAX_TASKS"],
+                      idle_timeout=config["MONITOR_IDLE_TIMEOUT"])
+    metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
+                           "newest_event_at": monitor.newest_event_at,
+                           "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})
+    app.extensions.update(
+        pulse_celery=celery_app,
+        pulse_redis=redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
+                                         socket_connect_timeout=2),
+        pulse_registry=registry,
+        pulse_store=store,
+        pulse_listing=listing,
+        pulse_live=broadcaster,
+        pulse_waiters=waiters,
+        pulse_metrics=metrics,
+        pulse_monitor=monitor,
+        pulse_maintenance=Maintenance(store, monitor, on_task=task_changed, lost_after=config["LOST_AFTER"],
+                                      interval=config["MAINTENANCE_INTERVAL"]),
+        pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
+        pulse_actions=Actions(store, celery_app, audit, on_change=task_changed),
     )
     auth.init_app(app)
     api.init_app(app)
+    commands.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)
     return app
 
 
 def start_background(app: Flask) -> None:
-    """Start the event monitor and the dashboard pusher as background tasks."""
+    """Restore the monitor from the registry, then start it, the upkeep and the dashboard pusher."""
     socketio = app.extensions["socketio"]
-    socketio.start_background_task(app.extensions["pulse_monitor"].run, sleep=socketio.sleep)
-    socketio.start_background_task(app.extensions["pulse_live"].run, sleep=socketio.sleep)
+    monitor = app.extensions["pulse_monitor"]
+    monitor.restore(app.config["MAX_TASKS"])
+    for worker in (monitor, app.extensions["pulse_maintenance"], app.extensions["pulse_live"]):
+        socketio.start_background_task(worker.run, sleep=socketio.sleep)

@@ -1,89 +1,180 @@
-"""The HTTP API: task status, launching allow-listed tasks, and the health check."""
+"""The HTTP API's queries: tasks, counts, workers, goals, the audit log, health and metrics."""
 
+import json
+import time
+from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, request, url_for
-from kombu.exceptions import OperationalError
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from tasks.registry import ENDED
+
 from .auth import api_access
+from .listing import MAX_LIMIT, ListingError, parse_time
 from .taskjson import valid_id
 
 bp = Blueprint("api", __name__)
+MAX_WAIT = 30.0
+GOAL_LIMIT = 200
 
 
-def _monitor():
-    return current_app.extensions["pulse_monitor"]
+def ext(name: str) -> Any:
+    return current_app.extensions[name]
+
+
+def bad_id() -> tuple[dict, int]:
+    return {"error": "malformed task id: use 1-255 letters, digits, '.', '_', ':' or '-', "
+                     "starting with a letter or digit"}, 400
 
 
 @bp.get("/healthz")
 def healthz() -> dict[str, Any]:
     """Liveness with the state of Redis and of the event monitor (no credentials needed)."""
     try:
-        redis_ok = bool(current_app.extensions["pulse_redis"].ping())
+        redis_ok = bool(ext("pulse_redis").ping())
     except Exception:  # any connection error means "not reachable" here
         redis_ok = False
-    monitor = _monitor()
+    monitor = ext("pulse_monitor")
     return {
         "status": "ok" if redis_ok and monitor.connected else "degraded",
         "redis": {"ok": redis_ok},
-        "monitor": {
-            "connected": monitor.connected,
-            "events": monitor.state.event_count,
-            "last_event_at": monitor.last_event_at,
-        },
+        "monitor": {"connected": monitor.connected, "events": monitor.state.event_count,
+                    "last_event_at": monitor.last_event_at},
     }
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    """The API's OpenAPI 3.1 description (public, like the API's shape)."""
+    text = resources.files(__package__).joinpath("openapi.json").read_text()
+    return Response(text, mimetype="application/json")
+
+
+@bp.get("/metrics")
+@api_access
+def metrics() -> Response:
+    return Response(ext("pulse_metrics").render(), mimetype="text/plain; version=0.0.4")
+
+
+def _wait_seconds() -> float | None:
+    raw = request.args.get("wait")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ListingError(f"wait={raw[:20]!r} is not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise ListingError("wait must be a number of seconds from 0 to 30")
+    return min(seconds, MAX_WAIT)
 
 
 @bp.get("/api/tasks/<path:task_id>")
 @api_access
 def get_task(task_id: str) -> Any:
-    """The task JSON; 404 with status ``unknown`` for an id never seen, 400 for a malformed one."""
+    """The task JSON; 404 with status ``unknown`` for an id never seen, 400 for a malformed one.
+
+    ``?wait=N`` holds the answer up to N seconds (at most 30) until the task has ended.
+    """
     if not valid_id(task_id):
-        return {"error": "malformed task id: use 1-255 letters, digits, '.', '_', ':' or '-'"}, 400
-    data = _monitor().describe(task_id)
+        return bad_id()
+    try:
+        wait = _wait_seconds()
+    except ListingError as exc:
+        return {"error": str(exc)}, 400
+    store = ext("pulse_store")
+    data = store.describe(task_id)
+    deadline = time.monotonic() + (wait or 0)
+    while wait and data["status"] not in ENDED and time.monotonic() < deadline:
+        # Woken by the monitor when the task ends; re-read at least every second regardless.
+        ext("pulse_waiters").wait(task_id, min(1.0, deadline - time.monotonic()))
+        data = store.describe(task_id)
     if data["status"] == "unknown":
         return {**data, "error": f"no task with id {task_id!r} has been seen"}, 404
     return data
 
 
-def _launch_request(body: Any) -> tuple[str, list, dict]:
-    if not isinstance(body, dict):
-        raise ValueError('send a JSON object: {"name": "...", "args": [...], "kwargs": {...}}')
-    name, args, kwargs = body.get("name"), body.get("args", []), body.get("kwargs", {})
-    if not isinstance(name, str) or not name:
-        raise ValueError('"name" must be a task name string')
-    if not isinstance(args, list):
-        raise ValueError('"args" must be a JSON array')
-    if not isinstance(kwargs, dict):
-        raise ValueError('"kwargs" must be a JSON object')
-    return name, args, kwargs
+def _filters() -> dict[str, Any]:
+    args = request.args
+    filters: dict[str, Any] = {key: args.get(key) for key in ("state", "name", "worker", "q")}
+    filters["status"] = [s for s in args.get("status", "").split(",") if s]
+    for key in ("since", "until"):
+        filters[key] = parse_time(args[key], key) if args.get(key) else None
+    return filters
 
 
-@bp.post("/api/tasks")
+@bp.get("/api/tasks")
 @api_access
-def launch_task() -> Any:
-    """Launch an allow-listed task; 202 with its id."""
+def list_tasks() -> Any:
+    """A page of tasks, newest first, with filters and a stable cursor."""
     try:
-        name, args, kwargs = _launch_request(request.get_json(silent=True))
-    except ValueError as exc:
+        limit = int(request.args.get("limit", "50"))
+    except ValueError:
+        return {"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}, 400
+    try:
+        page = ext("pulse_listing").page(_filters(), limit, request.args.get("cursor"))
+    except ListingError as exc:
         return {"error": str(exc)}, 400
-    allowed = current_app.config["LAUNCH_ALLOW"]
-    if name not in allowed:
-        return {"error": f"task {name[:200]!r} is not in the launch allow-list "
-                         f"(PULSE_LAUNCH_ALLOW): {', '.join(allowed)}"}, 403
+    return {"tasks": ext("pulse_store").many_json(page.ids), "next_cursor": page.next_cursor}
+
+
+@bp.get("/api/tasks/counts")
+@api_access
+def task_counts() -> dict[str, Any]:
+    return ext("pulse_listing").counts()
+
+
+@bp.get("/api/workers")
+@api_access
+def workers() -> dict[str, Any]:
+    """Every worker the monitor heard from, or that the registry saw run a task."""
+    monitor, listing, store = ext("pulse_monitor"), ext("pulse_listing"), ext("pulse_store")
+    known = {w.hostname: w for w in monitor.state.workers.values()}
+    names = {n.decode() if isinstance(n, bytes) else n
+             for n in store.registry.client.smembers(f"{store.registry.prefix}workers")}
+    out = []
+    for hostname in sorted(names | set(known)):
+        worker = known.get(hostname)
+        page = listing.page({"status": ["running"], "worker": hostname}, 100)
+        out.append({
+            "hostname": hostname,
+            "online": bool(worker and worker.alive),
+            "last_heartbeat": worker.heartbeats[-1] if worker and worker.heartbeats else None,
+            "active": worker.active if worker else None,
+            "processed": worker.processed if worker else None,
+            "loadavg": worker.loadavg if worker else None,
+            "active_tasks": store.many_json(page.ids),
+        })
+    return {"workers": out}
+
+
+@bp.get("/api/goals/<path:goal>")
+@api_access
+def get_goal(goal: str) -> Any:
+    if not 0 < len(goal) <= GOAL_LIMIT:
+        return {"error": f"a goal key is 1-{GOAL_LIMIT} characters"}, 400
+    task = ext("pulse_actions").goal(goal)
+    if task is None:
+        return {"goal": goal, "error": f"goal {goal!r} was never launched"}, 404
+    return {"goal": goal, "status": task["status"], "task": task}
+
+
+@bp.get("/api/audit")
+@api_access
+def audit() -> Any:
     try:
-        result = current_app.extensions["pulse_celery"].send_task(name, args=args, kwargs=kwargs)
-    except (OperationalError, OSError) as exc:
-        return {"error": f"the broker is unreachable, task not sent: {type(exc).__name__}"}, 503
-    _monitor().record_sent(result.id, name)
-    location = url_for("api.get_task", task_id=result.id)
-    return {"id": result.id, "status": "scheduled", "url": location}, 202, {"Location": location}
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        return {"error": "limit must be a whole number from 1 to 1000"}, 400
+    return {"entries": ext("pulse_audit").read(limit)}
 
 
 def _json_error(exc: HTTPException) -> Any:
-    if request.path.startswith("/api/") or request.path == "/healthz":
-        return {"error": exc.description}, exc.code
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"):
+        return Response(json.dumps({"error": exc.description}), exc.code, mimetype="application/json")
     return exc
 
 

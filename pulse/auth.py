@@ -71,6 +71,12 @@ def api_access(view: Callable) -> Callable:
     return wrapped
 
 
+def actor() -> str:
+    """Who is acting, for the audit log: the role, how it authenticated, and from where."""
+    how = "token" if _bearer() is not None else "session"
+    return f"{session.get('role') if how == 'session' else OPERATOR} ({how}) from {request.remote_addr}"
+
+
 def page_access(view: Callable) -> Callable:
     """Send visitors without a session to the login page."""
 

@@ -73,6 +73,9 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "MAX_TASKS": _read(env, "PULSE_MAX_TASKS", int, 10_000),
         # The dashboard gets at most one `tasks` push per interval; 0.1 s caps it at 10/s.
         "PUSH_INTERVAL": _read(env, "PULSE_PUSH_INTERVAL", _at_least(0.1), 0.1),
+        # A running task whose worker sent no heartbeat for this long is marked lost.
+        "LOST_AFTER": _read(env, "PULSE_LOST_AFTER", _at_least(1.0), 30.0),
+        "MAINTENANCE_INTERVAL": _read(env, "PULSE_MAINTENANCE_INTERVAL", _at_least(0.1), 2.0),
         "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
         "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
         "SESSION_COOKIE_SAMESITE": "Lax",

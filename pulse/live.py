@@ -26,9 +26,11 @@ def task_room(task_id: str) -> str:
 class Broadcaster:
     """Pushes task changes: at once to the task's room, coalesced to the dashboard room."""
 
-    def __init__(self, socketio: SocketIO, interval: float = 0.1) -> None:
+    def __init__(self, socketio: SocketIO, interval: float = 0.1,
+                 on_push: Callable[[str], None] = lambda event: None) -> None:
         self.socketio = socketio
         self.interval = interval
+        self.on_push = on_push
         self._dirty: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -36,6 +38,7 @@ class Broadcaster:
     def task_changed(self, data: dict[str, Any]) -> None:
         """Called by the monitor with the JSON of every task that changed."""
         self.socketio.emit("task", data, to=task_room(data["id"]))
+        self.on_push("task")
         with self._lock:
             self._dirty[data["id"]] = data  # a newer change replaces an unsent one
 
@@ -49,6 +52,7 @@ class Broadcaster:
             batch, self._dirty = list(self._dirty.values()), {}
         if batch:
             self.socketio.emit("tasks", batch, to=DASHBOARD_ROOM)
+            self.on_push("tasks")
         return len(batch)
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -67,21 +71,26 @@ def on_connect(auth_payload: Any = None) -> None:
         raise ConnectionRefusedError(
             'unauthorized: pass {"token": "<PULSE_TOKEN>"} as the auth payload, or log in'
         )
+    current_app.extensions["pulse_metrics"].clients.inc()
+
+
+def on_disconnect(reason: Any = None) -> None:
+    current_app.extensions["pulse_metrics"].clients.dec()
 
 
 def on_subscribe(data: Any = None) -> dict[str, Any]:
     """Join a task's room or the dashboard room; the acknowledgement is the snapshot."""
     if not isinstance(data, dict):
         return {"error": 'subscribe takes {"task": "<id>"} or {"dashboard": true}'}
-    monitor = current_app.extensions["pulse_monitor"]
+    store = current_app.extensions["pulse_store"]
     if data.get("dashboard") is True:
         join_room(DASHBOARD_ROOM)
-        return {"tasks": monitor.recent(current_app.config["SNAPSHOT_SIZE"])}
+        return {"tasks": store.recent(current_app.config["SNAPSHOT_SIZE"])}
     task_id = data.get("task")
     if not valid_id(task_id):
         return {"error": f"invalid task id {str(task_id)[:100]!r}"}
     join_room(task_room(task_id))
-    return {"task": monitor.describe(task_id)}
+    return {"task": store.describe(task_id)}
 
 
 def on_unsubscribe(data: Any = None) -> dict[str, Any]:
@@ -96,5 +105,6 @@ def on_unsubscribe(data: Any = None) -> dict[str, Any]:
 
 def init_app(app: Flask, socketio: SocketIO) -> None:
     socketio.on_event("connect", on_connect)
+    socketio.on_event("disconnect", on_disconnect)
     socketio.on_event("subscribe", on_subscribe)
     socketio.on_event("unsubscribe", on_unsubscribe)

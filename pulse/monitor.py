@@ -1,7 +1,9 @@
-"""The event monitor: consumes every Celery task and worker event into a ``State``.
+"""The event monitor: consumes every Celery task and worker event.
 
-It runs as a background task of the web server, reconnects with backoff when the broker goes
-away, and hands every changed task to a listener (the live push).
+Worker events keep a ``celery.events.state.State`` (heartbeats, load, online/offline); task
+events also go into the registry through the ``TaskStore``, whose answer is handed to a
+listener (the live push). It runs as a background task of the web server, reconnects with
+backoff when the broker goes away, and reconnects when the stream falls silent.
 """
 
 import logging
@@ -12,12 +14,9 @@ from typing import Any
 from celery import Celery, states
 from celery.events.state import TASK_EVENT_TO_STATE, State, Task
 
-from .results import read_meta
-from .taskjson import task_json
+from .store import TaskStore
 
 log = logging.getLogger(__name__)
-
-FINAL_EVENTS = frozenset({"task-succeeded", "task-failed", "task-revoked", "task-rejected"})
 
 
 class PulseTask(Task):
@@ -42,28 +41,34 @@ class PulseState(State):
 
 
 class Monitor:
-    """Keeps a ``PulseState`` from the live event stream and reports task changes."""
+    """Keeps a ``PulseState`` and the registry from the live event stream."""
 
     def __init__(
         self,
         celery_app: Celery,
+        store: TaskStore,
         on_task: Callable[[dict[str, Any]], None] = lambda data: None,
         on_status: Callable[[bool], None] = lambda connected: None,
+        on_event: Callable[[str], None] = lambda kind: None,
         max_tasks: int = 10_000,
         idle_timeout: float = 10.0,
     ) -> None:
         self.celery = celery_app
+        self.store = store
         self.state = PulseState(max_tasks_in_memory=max_tasks)
         self.on_task = on_task
         self.on_status = on_status
+        self.on_event = on_event
         self.idle_timeout = idle_timeout
         self.connected = False
+        self.connected_since: float | None = None
         self.last_event_at: float | None = None
+        self.newest_event_at: float | None = None
         self._receiver = None
         self._stopping = False
 
     def handle(self, event: dict[str, Any]) -> None:
-        """Apply one event to the state and report the task it changed; never raises."""
+        """Apply one event to the state and the registry, then report the task; never raises."""
         try:
             self._handle(event)
         except Exception:  # one malformed event must not stop the monitor
@@ -73,48 +78,24 @@ class Monitor:
         self.last_event_at = time.time()
         event.setdefault("local_received", self.last_event_at)
         kind = event.get("type", "")
-        if not kind.startswith("task-"):
-            self.state.event(event)
-            return
-        (task, _created), _subject = self.state.event(event)
-        if kind in FINAL_EVENTS:
-            # The event carries only a repr of the result: keep the backend's real value.
-            task.pulse_meta = self.fetch_meta(task.uuid)
-        self.on_task(self.task_data(task))
+        self.on_event(kind)
+        stamp = event.get("timestamp")
+        if isinstance(stamp, int | float):
+            self.newest_event_at = max(stamp, self.newest_event_at or stamp)
+        self.state.event(event)
+        if kind.startswith("task-"):
+            data = self.store.apply_event(event)
+            if data is not None:
+                self.on_task(data)
 
-    def task_data(self, task: Task) -> dict[str, Any]:
-        """The task JSON of a record, with the backend entry read at its finish."""
-        return task_json(task.uuid, task, getattr(task, "pulse_meta", None))
-
-    def describe(self, task_id: str) -> dict[str, Any]:
-        """The task JSON from this monitor's record and a fresh read of the result backend."""
-        return task_json(task_id, self.state.tasks.data.get(task_id), self.fetch_meta(task_id))
-
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The most recently active tasks, newest first."""
-        out = []
-        # The time heap holds several entries per task, so read past ``limit`` entries.
-        for _uuid, task in self.state.tasks_by_time(limit=limit * 8):
-            out.append(self.task_data(task))
-            if len(out) >= limit:
-                break
-        return out
-
-    def fetch_meta(self, task_id: str) -> dict | None:
-        """The raw result-backend entry of a task, or None when absent or unreadable."""
-        try:
-            return read_meta(self.celery, task_id)
-        except Exception as exc:  # backend down: the event's own fields still describe it
-            log.warning("pulse: result of task %s not read: %r", task_id, exc)
-            return None
-
-    def record_sent(self, task_id: str, name: str) -> None:
-        """Record a task this server just launched, before its task-sent event comes round."""
-        now = time.time()
-        self.handle({
-            "type": "task-sent", "uuid": task_id, "name": name, "hostname": "pulse",
-            "timestamp": now, "local_received": now, "clock": 0,
-        })
+    def restore(self, limit: int) -> int:
+        """Seed the in-memory state from the registry's newest records (after a restart)."""
+        restored = 0
+        for data in self.store.recent(limit):
+            task, _created = self.state.get_or_create_task(data["id"])
+            task.name, task.state = data["name"], data["state"] or states.PENDING
+            restored += 1
+        return restored
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
         """Capture events forever, reconnecting with backoff; returns after ``stop()``."""
@@ -150,6 +131,7 @@ class Monitor:
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
             self.connected = connected
+            self.connected_since = time.time() if connected else None
             self.on_status(connected)
 
     def stop(self) -> None:

@@ -1,7 +1,7 @@
 """The task JSON: one shape for a task in the REST API, the Socket.IO pushes and the pages.
 
-It merges what the event monitor saw (live, but only since the server started) with what
-Celery's result backend holds (durable until ``result_expires``), keeping the later state.
+It is built from the task's registry record. ``meta_write`` and ``event_write`` translate what
+Celery's result backend and its events say into registry writes.
 """
 
 import re
@@ -9,25 +9,24 @@ from datetime import datetime
 from typing import Any
 
 from celery import states
-from celery.events.state import Task
 
 from tasks.progress import FAILURE_KEYS, PROGRESS, progress_meta
+from tasks.registry import ACTIVE, RESOLVED
 from tasks.safejson import bounded_json
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 STATUS_BY_STATE = {
-    states.PENDING: "scheduled",
-    states.RECEIVED: "scheduled",
-    states.STARTED: "running",
-    PROGRESS: "running",
-    states.RETRY: "retrying",
-    states.SUCCESS: "finished",
-    states.FAILURE: "failed",
-    states.REJECTED: "failed",
-    states.REVOKED: "revoked",
+    states.PENDING: "scheduled", states.RECEIVED: "scheduled", states.STARTED: "running",
+    PROGRESS: "running", states.RETRY: "retrying", states.SUCCESS: "finished",
+    states.FAILURE: "failed", states.REJECTED: "failed", states.REVOKED: "revoked",
 }
-FINAL_STATES = frozenset({states.SUCCESS, states.FAILURE, states.REVOKED, states.REJECTED})
-_RANK = {states.PENDING: 0, states.RECEIVED: 1, states.STARTED: 2, states.RETRY: 2}
+FIELDS = (
+    "name", "state", "progress", "result", "failure", "worker", "queue", "args", "kwargs", "retries",
+    "sent_at", "received_at", "started_at", "finished_at", "runtime", "parent_id", "root_id",
+    "group_id", "chain", "chain_of", "goal", "replay_of", "replayed_by", "revoke_requested_at",
+    "revoke_reason", "last_error", "created_at", "updated_at",
+)
+RATE_WINDOW = 10  # history points used for the rate
 
 
 def valid_id(task_id: Any) -> bool:
@@ -42,104 +41,61 @@ def status_of(state: str | None) -> str:
     return STATUS_BY_STATE.get(state, "running")
 
 
-def _rank(state: str | None) -> int:
-    if state is None:
-        return -1
-    if state in FINAL_STATES:
-        return 9
-    return _RANK.get(state, 3)  # PROGRESS and other custom states: the task is running
-
-
 def unknown_json(task_id: str) -> dict[str, Any]:
     """The JSON of an id Pulse has never seen: status ``unknown``, never a bare PENDING."""
-    return {
-        "id": task_id, "name": None, "state": None, "status": "unknown", "progress": None,
-        "result": None, "failure": None, "worker": None, "sent_at": None, "received_at": None,
-        "started_at": None, "finished_at": None, "runtime": None,
-    }
+    return {"id": task_id, "status": "unknown", **dict.fromkeys(FIELDS), "children": [], "history": [],
+            "can_replay": False, "can_skip": False, "can_revoke": False, "is_resolved": False}
 
 
-def task_json(task_id: str, task: Task | None = None, meta: dict | None = None) -> dict[str, Any]:
-    """Describe a task from its monitor record and/or its raw result-backend entry."""
-    event_state = task.state if task is not None else None
-    meta_state = meta.get("status") if meta else None
-    # Events win a tie: they are at least as recent as the backend for the same state.
-    state = event_state if _rank(event_state) >= _rank(meta_state) else meta_state
-    out = unknown_json(task_id)
-    if state is None:
-        return out
-    meta = meta or {}
+def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> dict[str, Any]:
+    """The task JSON of a registry record (``unknown`` for None)."""
+    if record is None:
+        return unknown_json(task_id or "")
+    out = unknown_json(record["id"])
+    out.update({field: record.get(field) for field in FIELDS})
+    status = record.get("status") or status_of(record.get("state"))
+    history = record.get("history") or []
+    out.update(status=status, history=history, children=record.get("children") or [])
+    out["progress"] = _progress(record, history)
+    if out["state"] != states.SUCCESS:
+        out["result"] = None
+    if out["runtime"] is None and out["started_at"] and out["finished_at"]:
+        out["runtime"] = round(out["finished_at"] - out["started_at"], 6)
     out.update(
-        name=_first(getattr(task, "name", None), meta.get("name")),
-        state=state,
-        status=status_of(state),
-        progress=_progress(state, task, meta),
-        worker=_worker(task, meta),
-        **_times(task, meta, state),
+        can_replay=status in ("failed", "lost") and record.get("call") is not None,
+        can_skip=status in ("failed", "lost"),
+        can_revoke=status in ACTIVE,
+        is_resolved=status in RESOLVED,
     )
-    if state == states.SUCCESS:
-        out["result"] = _result(task, meta)
-    elif state in (states.FAILURE, states.REJECTED):
-        out["failure"] = _failure(task, meta)
     return out
 
 
-def _first(*values: Any) -> Any:
-    return next((value for value in values if value is not None), None)
+def _progress(record: dict[str, Any], history: list) -> dict[str, Any] | None:
+    last = record.get("progress")
+    if record.get("state") == states.SUCCESS:
+        # A finished task keeps its last progress, completed, so a success reads 100%.
+        done = dict(last or progress_meta(1, 1))
+        if done.get("total") is not None:
+            done["current"] = done["total"]
+        return {**done, "percent": 100.0, "rate": None, "eta_seconds": None}
+    if last is None:
+        return None
+    rate = _rate(history)
+    eta = None
+    if rate and last.get("total") is not None and record.get("status") in ACTIVE:
+        eta = round(max(last["total"] - (last.get("current") or 0), 0) / rate, 1)
+    return {**last, "rate": rate, "eta_seconds": eta}
 
 
-def _progress(state: str, task: Task | None, meta: dict) -> dict | None:
-    fields = task.__dict__ if task is not None else {}
-    if "current" in fields:  # a task-progress event reached the monitor
-        last = progress_meta(fields.get("current"), fields.get("total"), fields.get("message"))
-    elif meta.get("status") == PROGRESS and isinstance(meta.get("result"), dict):
-        stored = meta["result"]
-        last = progress_meta(stored.get("current"), stored.get("total"), stored.get("message"))
-    else:
-        last = None
-    if state != states.SUCCESS:
-        return last
-    # A finished task keeps its last progress, completed, so a success always reads 100%.
-    last = last or progress_meta(1, 1)
-    if last["total"] is not None:
-        last["current"] = last["total"]
-    last["percent"] = 100.0
-    return last
-
-
-def _result(task: Task | None, meta: dict) -> Any:
-    if meta.get("status") == states.SUCCESS:
-        return bounded_json(meta.get("result"))
-    # Only the event's repr is known (the backend entry expired or was not read yet).
-    return bounded_json(getattr(task, "result", None))
-
-
-def _failure(task: Task | None, meta: dict) -> dict[str, Any]:
-    stored = meta.get("result") if meta.get("status") == states.FAILURE else None
-    if isinstance(stored, dict) and "exc_type" in stored:
-        source, traceback = stored, meta.get("traceback")
-    else:  # from the task-failed event: Celery's (exception repr) or tasks.fail's (details)
-        source = task.__dict__ if task is not None else {}
-        traceback = source.get("traceback")
-    exception = source.get("exception") or ""
-    exc_type = source.get("exc_type") or exception.partition("(")[0] or None
-    message = source.get("exc_message", exception)
-    if isinstance(message, list | tuple):
-        message = ", ".join(str(part) for part in message)
-    details = source.get("details") if source is not stored else {
-        key: value for key, value in stored.items() if key not in FAILURE_KEYS
-    }
-    return {
-        "exc_type": exc_type,
-        "exc_message": bounded_json(message),
-        "traceback": bounded_json(traceback),
-        "details": bounded_json(details or {}),
-    }
-
-
-def _worker(task: Task | None, meta: dict) -> str | None:
-    worker = getattr(task, "worker", None)
-    return _first(getattr(worker, "hostname", None), meta.get("worker"))
+def _rate(history: list) -> float | None:
+    """Units per second over the last few reports; None until that means something."""
+    window = history[-RATE_WINDOW:]
+    if len(window) < 2:
+        return None
+    (t0, c0), (t1, c1) = window[0], window[-1]
+    if t1 - t0 < 0.5 or c1 <= c0:
+        return None
+    return round((c1 - c0) / (t1 - t0), 3)
 
 
 def _epoch(value: Any) -> float | None:
@@ -153,20 +109,80 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def _times(task: Task | None, meta: dict, state: str) -> dict[str, float | None]:
-    get = (lambda name: getattr(task, name, None)) if task is not None else (lambda name: None)
-    finished = None
-    if state in FINAL_STATES:
-        finished = _first(get("succeeded"), get("failed"), get("revoked"), get("rejected"),
-                          _epoch(meta.get("date_done")))
-    started = get("started")
-    runtime = get("runtime")
-    if runtime is None and started is not None and finished is not None:
-        runtime = round(finished - started, 6)
+def failure_of(stored: Any, traceback: Any) -> dict[str, Any]:
+    """The failure JSON from a FAILURE meta, custom details separated from Celery's keys."""
+    stored = stored if isinstance(stored, dict) else {}
+    message = stored.get("exc_message", "")
+    if isinstance(message, list | tuple):
+        message = ", ".join(str(part) for part in message)
     return {
-        "sent_at": get("sent"),
-        "received_at": get("received"),
-        "started_at": started,
-        "finished_at": finished,
-        "runtime": runtime,
+        "exc_type": stored.get("exc_type"),
+        "exc_message": bounded_json(message),
+        "traceback": bounded_json(traceback),
+        "details": bounded_json({k: v for k, v in stored.items() if k not in FAILURE_KEYS}),
+    }
+
+
+def meta_write(meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The registry write (status, fields) that a result-backend entry stands for."""
+    state = meta.get("status") or states.PENDING
+    fields: dict[str, Any] = {"state": state, "name": meta.get("name"), "worker": meta.get("worker"),
+                              "queue": meta.get("queue"), "retries": meta.get("retries")}
+    if state == PROGRESS and isinstance(meta.get("result"), dict):
+        stored = meta["result"]
+        fields["progress"] = progress_meta(stored.get("current"), stored.get("total"), stored.get("message"))
+    if state in states.READY_STATES:
+        fields.update(finished_at=_epoch(meta.get("date_done")), has_result=True)
+    if state == states.SUCCESS:
+        fields["result"] = bounded_json(meta.get("result"))
+    elif state == states.FAILURE:
+        fields["failure"] = failure_of(meta.get("result"), meta.get("traceback"))
+    return status_of(state), fields
+
+
+def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """The registry write (status, fields, fill) that a task event stands for.
+
+    Progress is written at the source, so a ``task-progress`` event writes nothing (None).
+    """
+    kind, at = event["type"], event.get("timestamp")
+    worker = None if kind == "task-sent" else event.get("hostname")
+    if kind == "task-sent":
+        status = "retrying" if event.get("retries") else "scheduled"
+        fields = {"state": states.PENDING, "name": event.get("name"), "args": event.get("args"),
+                  "kwargs": event.get("kwargs"), "queue": event.get("queue") or event.get("routing_key"),
+                  "retries": event.get("retries"), "parent_id": event.get("parent_id"),
+                  "root_id": event.get("root_id")}
+        return status, fields, {"sent_at": at}
+    if kind == "task-received":
+        return "scheduled", {"state": states.RECEIVED, "worker": worker, "name": event.get("name")}, {
+            "received_at": at, "args": event.get("args"), "kwargs": event.get("kwargs")}
+    if kind == "task-started":
+        return "running", {"state": states.STARTED, "worker": worker}, {"started_at": at}
+    if kind == "task-succeeded":
+        return "finished", {"state": states.SUCCESS, "worker": worker, "runtime": event.get("runtime")}, {
+            "finished_at": at, "has_result": True}
+    if kind in ("task-failed", "task-rejected"):
+        state = states.FAILURE if kind == "task-failed" else states.REJECTED
+        return "failed", {"state": state, "worker": worker, "failure": _event_failure(event)}, {
+            "finished_at": at, "has_result": True}
+    if kind == "task-retried":
+        return "retrying", {"state": states.RETRY, "last_error": event.get("exception")}, {}
+    if kind == "task-revoked":
+        reason = "terminated" if event.get("terminated") else "revoked"
+        reason = "expired" if event.get("expired") else reason
+        return "revoked", {"state": states.REVOKED, "revoke_reason": reason}, {"finished_at": at}
+    return None, {}, {}
+
+
+def _event_failure(event: dict[str, Any]) -> dict[str, Any]:
+    exception = str(event.get("exception") or "")
+    message = event.get("exc_message", exception)
+    if isinstance(message, list | tuple):
+        message = ", ".join(str(part) for part in message)
+    return {
+        "exc_type": event.get("exc_type") or exception.partition("(")[0] or None,
+        "exc_message": bounded_json(message),
+        "traceback": bounded_json(event.get("traceback")),
+        "details": bounded_json(event.get("details") or {}),
     }

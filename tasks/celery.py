@@ -9,6 +9,9 @@ from collections.abc import Mapping
 
 from celery import Celery
 
+from . import lifecycle
+from .registry import Registry
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -25,11 +28,31 @@ def _positive_float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = (env.get(key) or "").strip().lower()
+    if not raw:
+        return default
+    unit = _UNITS.get(raw[-1])
+    try:
+        value = float(raw[:-1]) * unit if unit else float(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not a duration: use seconds or e.g. 90s, 30m, 12h, 7d") from None
+    if value <= 0:
+        raise ValueError(f"{key}={raw!r} must be positive")
+    return value
+
+
 def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
-    """Build the Celery app from ``env`` (REDIS_URL, PULSE_PROGRESS_INTERVAL, PULSE_REDIS_TIMEOUT)."""
+    """Build the Celery app from ``env``: REDIS_URL, PULSE_PROGRESS_INTERVAL, PULSE_REDIS_TIMEOUT,
+    PULSE_RETENTION, PULSE_REGISTRY_CAP and PULSE_REGISTRY_PREFIX. Its ``pulse_registry`` is the
+    durable task registry."""
     redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     timeout = _positive_float(env, "PULSE_REDIS_TIMEOUT", 5.0)
-    app = Celery("pulse", broker=redis_url, backend=redis_url, include=["tasks.demo"])
+    app = Celery("pulse", broker=redis_url, backend=redis_url, include=["tasks.demo"],
+                 amqp="tasks.lifecycle:RecordingAMQP")
     app.conf.update(
         task_track_started=True,
         # Must be on in the producer too (the web app), or launched tasks send no task-sent.
@@ -46,6 +69,17 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
         },
         pulse_progress_interval=_positive_float(env, "PULSE_PROGRESS_INTERVAL", 0.25),
     )
+    cap = env.get("PULSE_REGISTRY_CAP") or "200000"
+    if not cap.isdigit() or int(cap) < 1:
+        raise ValueError(f"PULSE_REGISTRY_CAP={cap!r} must be a positive whole number of records")
+    # The registry shares the result backend's Redis client (created lazily by Celery).
+    app.pulse_registry = Registry(
+        lambda: app.backend.client,
+        prefix=env.get("PULSE_REGISTRY_PREFIX") or "pulse:",
+        retention=_duration(env, "PULSE_RETENTION", 7 * 86400),
+        cap=int(cap),
+    )
+    lifecycle.install()
     return app
 
 

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from celery import Task, states
 from celery.exceptions import Ignore
 
+from . import lifecycle
 from .safejson import bounded_json
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def report_progress(task: Task, current: Any, total: Any = None, message: Any = 
         return False
     meta = progress_meta(current, total, message)
     try:
+        # The live event goes last, so whoever reacts to it reads the stored state.
+        _record(task, "running", {"state": PROGRESS, "progress": meta}, point=(time.time(), meta["current"]))
         task.update_state(state=PROGRESS, meta=meta)
         task.send_event("task-progress", retry=False, **meta)
     except Exception as exc:  # any broker/backend error: log and carry on with the task
@@ -129,15 +132,27 @@ def fail(
     except Exception as exc:  # backend down: let Celery record a plain failure instead
         log.warning("pulse: structured failure of task %s not stored: %r", task.request.id, exc)
         raise TaskFailure(meta["exc_message"][0]) from exc
+    details = {k: v for k, v in meta.items() if k not in FAILURE_KEYS}
     try:
+        _record(task, "failed", {
+            "state": states.FAILURE, "finished_at": time.time(), "has_result": True,
+            "failure": {"exc_type": meta["exc_type"], "exc_message": meta["exc_message"][0],
+                        "traceback": tb, "details": details},
+        })
+        lifecycle.abandon_chain(task, task.request)
         task.send_event(
             "task-failed", retry=False, exception=exception, traceback=tb,
-            exc_type=meta["exc_type"], exc_message=meta["exc_message"],
-            details={k: v for k, v in meta.items() if k not in FAILURE_KEYS},
+            exc_type=meta["exc_type"], exc_message=meta["exc_message"], details=details,
         )
-    except Exception as exc:  # stored already: the live event is a nicety
-        log.warning("pulse: task-failed event of task %s not sent: %r", task.request.id, exc)
+    except Exception as exc:  # stored already: the registry and the live event follow it
+        log.warning("pulse: failure of task %s not recorded or announced: %r", task.request.id, exc)
     raise Ignore()
+
+
+def _record(task: Task, status: str, fields: dict, point: tuple | None = None) -> None:
+    registry = lifecycle.registry_of(task.app)
+    if registry is not None:
+        registry.write(task.request.id, status, fields=fields, point=point)
 
 
 

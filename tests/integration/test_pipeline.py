@@ -53,7 +53,12 @@ def test_progress_events_arrive_in_order_and_end_in_success(stack):
     assert 0 < percents[0] < 100
     final = updates[-1]
     assert final["state"] == "SUCCESS" and final["result"] == 20
-    assert final["progress"] == {"current": 20, "total": 20, "percent": 100.0, "message": "step 20 of 20"}
+    assert final["progress"] == {"current": 20, "total": 20, "percent": 100.0, "message": "step 20 of 20",
+                                 "rate": None, "eta_seconds": None}
+    # Once a few reports are in, the bar knows its rate (~10 steps/s) and time left.
+    late = [t["progress"] for t in updates
+            if t["status"] == "running" and t["progress"] and t["progress"]["percent"] > 50]
+    assert late and late[-1]["rate"] > 0 and late[-1]["eta_seconds"] is not None
     assert final["worker"].startswith("worker@")
     assert stack.api("GET", f"/api/tasks/{task_id}").json()["result"] == 20
 

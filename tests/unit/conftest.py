@@ -1,5 +1,7 @@
 """In-process app fixtures (threading mode, no background tasks) against the real Redis."""
 
+import uuid
+
 import pytest
 
 from pulse import create_app
@@ -15,7 +17,9 @@ def redis_url(redis_url):
 
 @pytest.fixture
 def app(redis_url):
-    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading"})
+    # A registry of its own per test: the unit database is shared by every unit test.
+    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
+                       "PULSE_REGISTRY_PREFIX": f"u{uuid.uuid4().hex[:10]}:"})
 
 
 @pytest.fixture

@@ -5,6 +5,16 @@ import pytest
 from ..conftest import TOKEN
 
 
+def record(app, task_id):
+    app.extensions["pulse_registry"].write(task_id, "scheduled", fields={"name": "tasks.demo.count"})
+
+
+def changed(app, task_id):
+    """A task changes as the monitor would report it: recorded, then handed to the live push."""
+    record(app, task_id)
+    app.extensions["pulse_live"].task_changed(app.extensions["pulse_store"].get_json(task_id))
+
+
 @pytest.fixture
 def socketio(app):
     return app.extensions["socketio"]
@@ -36,7 +46,7 @@ def test_malformed_subscribe_gets_an_error_ack(app, socketio, payload):
 
 
 def test_subscribe_to_a_task_acks_its_snapshot(app, socketio):
-    app.extensions["pulse_monitor"].record_sent("snap-1", "tasks.demo.count")
+    record(app, "snap-1")
     client = connect(app, socketio, auth={"token": TOKEN})
     ack = client.emit("subscribe", {"task": "snap-1"}, callback=True)
     assert ack["task"]["status"] == "scheduled"
@@ -45,26 +55,24 @@ def test_subscribe_to_a_task_acks_its_snapshot(app, socketio):
 
 
 def test_task_pushes_go_only_to_the_task_room(app, socketio):
-    monitor = app.extensions["pulse_monitor"]
     watcher = connect(app, socketio, auth={"token": TOKEN})
     bystander = connect(app, socketio, auth={"token": TOKEN})
     watcher.emit("subscribe", {"task": "room-a"}, callback=True)
     bystander.emit("subscribe", {"task": "room-b"}, callback=True)
-    monitor.record_sent("room-a", "tasks.demo.count")
+    changed(app, "room-a")
     received = watcher.get_received()
     assert [(m["name"], m["args"][0]["id"]) for m in received] == [("task", "room-a")]
     assert bystander.get_received() == []
 
 
 def test_dashboard_gets_a_snapshot_then_coalesced_batches(app, socketio):
-    monitor = app.extensions["pulse_monitor"]
     broadcaster = app.extensions["pulse_live"]
-    monitor.record_sent("dash-0", "tasks.demo.count")
+    changed(app, "dash-0")
     dashboard = connect(app, socketio, auth={"token": TOKEN})
     ack = dashboard.emit("subscribe", {"dashboard": True}, callback=True)
     assert [t["id"] for t in ack["tasks"]] == ["dash-0"]
     for number in range(50):
-        monitor.record_sent(f"dash-{number % 5}", "tasks.demo.count")
+        changed(app, f"dash-{number % 5}")
     assert dashboard.get_received() == []  # nothing goes out until the next flush
     assert broadcaster.flush() == 5
     received = dashboard.get_received()
@@ -77,6 +85,6 @@ def test_unsubscribe_leaves_the_room(app, socketio):
     client = connect(app, socketio, auth={"token": TOKEN})
     client.emit("subscribe", {"task": "leave-1"}, callback=True)
     assert client.emit("unsubscribe", {"task": "leave-1"}, callback=True)["ok"] is True
-    app.extensions["pulse_monitor"].record_sent("leave-1", "tasks.demo.count")
+    changed(app, "leave-1")
     assert client.get_received() == []
     assert "error" in client.emit("unsubscribe", "nonsense", callback=True)

@@ -1,13 +1,15 @@
-"""The event monitor, fed synthetic Celery events (its backend reads go to a real Redis)."""
+"""The event monitor, fed synthetic Celery events, writing into a real Redis registry."""
 
 import itertools
 import threading
 import time
+import uuid
 
 import pytest
 
 from pulse import devstack
 from pulse.monitor import Monitor
+from pulse.store import TaskStore
 from tasks.celery import make_celery
 
 from ..conftest import wait_until
@@ -15,15 +17,16 @@ from ..conftest import wait_until
 _clock = itertools.count()
 
 
-def event(kind: str, uuid: str = "t1", **fields) -> dict:
+def event(kind: str, task: str = "t1", **fields) -> dict:
     now = time.time()
-    return {"type": kind, "uuid": uuid, "hostname": "w1@host", "timestamp": now,
+    return {"type": kind, "uuid": task, "hostname": "w1@host", "timestamp": now,
             "local_received": now, "clock": next(_clock), **fields}
 
 
-def progress(current, total=10, message=None, uuid="t1") -> dict:
-    percent = None if total is None else current * 100.0 / total
-    return event("task-progress", uuid, current=current, total=total, percent=percent, message=message)
+def make_monitor(redis_url, **kwargs) -> Monitor:
+    app = make_celery({"REDIS_URL": redis_url})
+    app.pulse_registry.prefix = f"m{uuid.uuid4().hex[:8]}:"  # a registry of this test's own
+    return Monitor(app, TaskStore(app.pulse_registry, app), **kwargs)
 
 
 @pytest.fixture
@@ -33,47 +36,62 @@ def seen():
 
 @pytest.fixture
 def monitor(redis_url, seen):
-    return Monitor(make_celery({"REDIS_URL": redis_url}), on_task=seen.append)
+    return make_monitor(redis_url, on_task=seen.append)
+
+
+def progress(monitor, current, total=10, message=None, task="t1") -> dict:
+    """What the worker's report_progress writes at the source, then its live event."""
+    fields = {"current": current, "total": total, "percent": current * 100.0 / total, "message": message}
+    monitor.store.registry.write(task, "running", fields={"state": "PROGRESS", "progress": fields},
+                                 point=(time.time(), current))
+    return event("task-progress", task, **fields)
 
 
 def test_a_task_story_from_sent_to_success(monitor, seen):
-    for e in [event("task-sent", name="tasks.demo.count"), event("task-received", name="tasks.demo.count"),
-              event("task-started"), progress(1), progress(5, message="half"), progress(9),
-              event("task-succeeded", result="10", runtime=0.5)]:
-        monitor.handle(e)
+    monitor.handle(event("task-sent", name="tasks.demo.count", args="()", kwargs="{}"))
+    monitor.handle(event("task-received", name="tasks.demo.count"))
+    monitor.handle(event("task-started"))
+    for step in (1, 5, 9):
+        monitor.handle(progress(monitor, step, message=f"at {step}"))
+    monitor.handle(event("task-succeeded", result="10", runtime=0.5))
     assert [d["status"] for d in seen] == ["scheduled", "scheduled", "running", "running", "running",
                                            "running", "finished"]
     assert [d["progress"]["percent"] for d in seen[3:]] == [10.0, 50.0, 90.0, 100.0]
     final = seen[-1]
     assert final["state"] == "SUCCESS" and final["name"] == "tasks.demo.count"
-    assert final["progress"] == {"current": 10, "total": 10, "percent": 100.0, "message": None}
+    assert final["progress"]["current"] == 10 and final["progress"]["message"] == "at 9"
     assert final["worker"] == "w1@host" and final["runtime"] == 0.5
+    assert len(final["history"]) == 3
 
 
-@pytest.mark.parametrize("late", [progress(3, message="late"), event("task-started"),
-                                  event("task-received"), event("task-retried")])
+@pytest.mark.parametrize("late", ["task-started", "task-received", "task-retried", "task-sent"])
 def test_a_late_event_never_moves_a_finished_task(monitor, seen, late):
-    monitor.handle(progress(9, message="last"))
     monitor.handle(event("task-succeeded", result="1"))
-    monitor.handle(late)
-    assert seen[-1]["state"] == "SUCCESS"
-    assert seen[-1]["progress"] == {"current": 10, "total": 10, "percent": 100.0, "message": "last"}
+    monitor.handle(event(late, name="x"))
+    assert seen[-1]["state"] == "SUCCESS" and seen[-1]["status"] == "finished"
+    assert monitor.state.tasks["t1"].state == "SUCCESS"
 
 
-def test_late_failure_details_stay_after_late_progress(monitor, seen):
+def test_structured_failure_details_from_the_event(monitor, seen):
     monitor.handle(event("task-failed", exception="ValueError('x')", exc_type="ValueError",
                          exc_message=["x"], details={"step": 2}, traceback="tb"))
-    monitor.handle(progress(1))
-    assert seen[-1]["state"] == "FAILURE"
-    assert seen[-1]["failure"]["details"] == {"step": 2}
-    assert seen[-1]["progress"] is None
+    assert seen[-1]["failure"] == {"exc_type": "ValueError", "exc_message": "x", "traceback": "tb",
+                                   "details": {"step": 2}}
+
+
+def test_the_first_failure_report_wins(monitor, seen):
+    # The worker's signal writes the full story first; the event's repr must not replace it.
+    monitor.store.registry.write("t1", "failed", fields={"state": "FAILURE", "failure": {
+        "exc_type": "ValueError", "exc_message": "full", "traceback": "tb", "details": {"k": 1}}})
+    monitor.handle(event("task-failed", exception="ValueError('short')", traceback="tb"))
+    assert seen[-1]["failure"]["exc_message"] == "full" and seen[-1]["failure"]["details"] == {"k": 1}
 
 
 def test_progress_before_started_is_not_undone_by_started(monitor, seen):
     # The pool child (progress) and the main process (started) publish independently.
-    monitor.handle(progress(2))
+    monitor.handle(progress(monitor, 2))
     monitor.handle(event("task-started"))
-    assert seen[-1]["state"] == "PROGRESS" and seen[-1]["progress"]["current"] == 2
+    assert seen[-1]["status"] == "running" and seen[-1]["progress"]["current"] == 2
 
 
 def test_retry_then_a_new_run(monitor, seen):
@@ -81,11 +99,6 @@ def test_retry_then_a_new_run(monitor, seen):
               event("task-succeeded", result="ok")]:
         monitor.handle(e)
     assert [d["status"] for d in seen] == ["running", "retrying", "running", "finished"]
-
-
-def test_unknown_total_has_no_percent(monitor, seen):
-    monitor.handle(progress(7, total=None, message="rows"))
-    assert seen[-1]["progress"] == {"current": 7, "total": None, "percent": None, "message": "rows"}
 
 
 def test_malformed_events_are_skipped(monitor, seen):
@@ -102,37 +115,29 @@ def test_worker_events_update_the_workers(monitor, seen):
     assert seen == []
 
 
-def test_record_sent_makes_a_fresh_task_known(monitor):
-    monitor.record_sent("fresh-1", "tasks.demo.count")
-    data = monitor.describe("fresh-1")
-    assert data["status"] == "scheduled" and data["name"] == "tasks.demo.count"
-
-
-def test_describe_reads_the_backend_for_tasks_it_never_saw(monitor):
-    monitor.celery.backend.store_result("seen-by-backend-only", {"current": 1, "total": 4}, "PROGRESS")
-    assert monitor.describe("seen-by-backend-only")["status"] == "running"
-    assert monitor.describe("never-seen")["status"] == "unknown"
-
-
-def test_recent_is_newest_first_and_limited(monitor):
-    for number in range(5):
-        monitor.handle(event("task-started", uuid=f"r{number}"))
-    assert [d["id"] for d in monitor.recent(3)] == ["r4", "r3", "r2"]
-
-
-def test_final_events_read_the_real_result_from_the_backend(monitor, seen):
+def test_final_events_take_the_real_result_from_the_backend(monitor, seen):
     monitor.celery.backend.store_result("t1", {"rows": 3}, "SUCCESS")
     monitor.handle(event("task-succeeded", result="{'rows': 3}"))
     assert seen[-1]["result"] == {"rows": 3}
+
+
+def test_restore_seeds_the_state_from_the_registry(redis_url):
+    first = make_monitor(redis_url)
+    for number in range(3):
+        first.handle(event("task-received", task=f"r{number}", name="tasks.demo.count"))
+    second = Monitor(first.celery, first.store)
+    assert second.restore(10) == 3
+    restored = second.state.tasks["r1"]
+    assert (restored.state, restored.name) == ("RECEIVED", "tasks.demo.count")
 
 
 def test_monitor_reconnects_after_redis_restarts(tmp_path):
     """A real Redis goes away and comes back on the same port: the monitor carries on."""
     port = devstack.free_port()
     redis = devstack.start_redis(port, tmp_path)
-    app = make_celery({"REDIS_URL": f"redis://127.0.0.1:{port}/0", "PULSE_REDIS_TIMEOUT": "1"})
     statuses, seen = [], []
-    monitor = Monitor(app, on_task=seen.append, on_status=statuses.append, idle_timeout=2)
+    monitor = make_monitor(f"redis://127.0.0.1:{port}/0", on_task=seen.append, on_status=statuses.append,
+                           idle_timeout=2)
     thread = threading.Thread(target=monitor.run, daemon=True)
     thread.start()
     try:
@@ -143,7 +148,7 @@ def test_monitor_reconnects_after_redis_restarts(tmp_path):
         wait_until(lambda: monitor.connected, 30, what="the reconnection")
 
         def deliver():
-            with app.events.default_dispatcher(hostname="w@h") as dispatcher:
+            with monitor.celery.events.default_dispatcher(hostname="w@h") as dispatcher:
                 dispatcher.send("task-started", uuid="after-restart")
             return any(d["id"] == "after-restart" for d in seen)
 

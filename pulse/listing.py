@@ -1,0 +1,158 @@
+"""Listing and counting tasks from the registry's indexes, kept in Redis at write time.
+
+No request scans the keyspace: a page walks the smallest matching index, newest first, and
+checks membership in the others, in one Lua call, with a cursor that stays stable however many
+records arrive meanwhile.
+"""
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from tasks.registry import STATUSES, Registry
+
+MAX_LIMIT = 500
+SCAN_CAP = 20_000   # index entries one request may walk before it answers with a resume cursor
+Q_ID_MATCHES = 1000
+GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+class ListingError(ValueError):
+    """A filter or cursor is malformed; the message says which and how."""
+
+
+@dataclass
+class Page:
+    ids: list[str]
+    next_cursor: str | None
+
+
+def parse_time(raw: str, name: str) -> float:
+    """Unix seconds or ISO 8601."""
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        raise ListingError(f"{name}={raw[:50]!r} is not a time: use Unix seconds or ISO 8601") from None
+
+
+def encode_cursor(score: str, task_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}|{task_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        score, task_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|", 1)
+        float(score)
+    except (ValueError, UnicodeDecodeError):
+        raise ListingError("malformed cursor: pass back the next_cursor of the previous page") from None
+    return score, task_id
+
+
+class Listing:
+    """Queries over the registry's indexes."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.client = registry.client
+        self.prefix = registry.prefix
+        self._script = self.client.register_script(
+            resources.files(__package__).joinpath("lua", "list.lua").read_text())
+
+    def index(self, field: str, value: str) -> str:
+        return f"{self.prefix}i:{field}:{value}"
+
+    def counts(self) -> dict[str, int]:
+        """How many records per status, and in all."""
+        pipe = self.client.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.zcard(self.index("status", status))
+        pipe.zcard(f"{self.prefix}i:all")
+        *per_status, total = pipe.execute()
+        return {"total": total, "by_status": dict(zip(STATUSES, per_status, strict=True))}
+
+    def page(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None) -> Page:
+        """One page of ids matching ``filters`` (status, state, name, worker, q, since, until)."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ListingError(f"limit must be 1-{MAX_LIMIT}")
+        temp: list[str] = []
+        try:
+            keys = self._filter_keys(filters, temp)
+            if keys is None:
+                return Page([], None)
+            driver = min(keys, key=self.client.zcard) if keys else f"{self.prefix}i:all"
+            others = [key for key in keys if key != driver]
+            cscore, cid = decode_cursor(cursor) if cursor else ("", "")
+            maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
+            mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
+            rows, resume_score, resume_id = self._script(
+                keys=[driver, *others], args=[maxs, mins, cscore, cid, limit, SCAN_CAP])
+        finally:
+            if temp:
+                self.client.delete(*temp)
+        ids = [_text(rows[i]) for i in range(0, len(rows), 2)]
+        if resume_score:
+            return Page(ids, encode_cursor(_text(resume_score), _text(resume_id)))
+        if len(ids) == limit:
+            return Page(ids, encode_cursor(_text(rows[-1]), ids[-1]))
+        return Page(ids, None)
+
+    def _filter_keys(self, filters: dict[str, Any], temp: list[str]) -> list[str] | None:
+        keys = []
+        for field in ("state", "name", "worker"):
+            if filters.get(field):
+                keys.append(self.index(field, filters[field]))
+        statuses = filters.get("status") or []
+        if statuses:
+            unknown = [s for s in statuses if s not in STATUSES]
+            if unknown:
+                raise ListingError(f"unknown status {unknown[0][:30]!r}: use one of {', '.join(STATUSES)}")
+            keys.append(self._union([self.index("status", s) for s in statuses], temp))
+        if filters.get("q"):
+            matched = self._search(filters["q"], temp)
+            if matched is None:
+                return None
+            keys.append(matched)
+        return keys
+
+    def _union(self, keys: list[str], temp: list[str]) -> str:
+        if len(keys) == 1:
+            return keys[0]
+        target = f"{self.prefix}tmp:{uuid.uuid4().hex}"
+        temp.append(target)
+        self.client.zunionstore(target, keys)
+        self.client.expire(target, 60)
+        return target
+
+    def _search(self, q: str, temp: list[str]) -> str | None:
+        """A temporary index of the ids containing ``q`` or whose task name contains it."""
+        needle = q.lower()
+        names = [_text(n) for n in self.client.smembers(f"{self.prefix}names")]
+        keys = [self.index("name", name) for name in names if needle in name.lower()]
+        target = f"{self.prefix}tmp:{uuid.uuid4().hex}"
+        temp.append(target)
+        pattern = "*" + GLOB_SPECIAL.sub(r"\\\1", q) + "*"
+        scores: dict[str, float] = {}
+        for member, score in self.client.zscan_iter(f"{self.prefix}i:all", match=pattern, count=1000):
+            scores[_text(member)] = score
+            if len(scores) >= Q_ID_MATCHES:
+                break
+        if not keys and not scores:
+            return None
+        if scores:
+            self.client.zadd(target, scores)
+        if keys:
+            self.client.zunionstore(target, [target, *keys] if scores else keys)
+        self.client.expire(target, 60)
+        return target
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,159 @@
+"""The durable task registry: one Redis record per task, independent of Celery's result expiry.
+
+Written at the source (the producer, the worker's signals, the progress and failure helpers)
+and by the web server's monitor, always through one atomic Lua script that enforces the
+lifecycle (``lua/write.lua``), so writes are idempotent and a late or duplicated one never moves
+a record out of the status it ended in.
+"""
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from importlib import resources
+from typing import Any
+
+import redis
+
+# Statuses, in the order a task lives them; the Lua script holds the transition rules.
+STATUSES = ("unstarted", "scheduled", "running", "retrying", "finished", "failed", "revoked",
+            "lost", "abandoned", "replayed", "skipped", "expired")
+ENDED = frozenset({"finished", "failed", "revoked", "lost", "abandoned", "replayed", "skipped", "expired"})
+RESOLVED = frozenset({"finished", "revoked", "replayed", "skipped", "abandoned"})
+ACTIVE = frozenset({"unstarted", "scheduled", "running", "retrying"})
+# Stored as plain strings, because the Lua script compares and indexes them.
+RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue"})
+FLOAT_FIELDS = frozenset({"created_at", "updated_at"})
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", name).read_text()
+
+
+def encode(value: Any, field: str) -> str:
+    return str(value) if field in RAW_FIELDS else json.dumps(value, separators=(",", ":"))
+
+
+def decode(fields: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field, value in fields.items():
+        if field in RAW_FIELDS:
+            out[field] = value
+        elif field in FLOAT_FIELDS:
+            out[field] = float(value)
+        else:
+            out[field] = json.loads(value)
+    return out
+
+
+class Registry:
+    """Reads and writes task records in Redis under ``prefix``."""
+
+    def __init__(
+        self,
+        client: Callable[[], redis.Redis] | redis.Redis,
+        prefix: str = "pulse:",
+        retention: float = 7 * 86400,
+        cap: int = 200_000,
+        history_size: int = 50,
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.retention = retention
+        self.cap = cap
+        self.history_size = history_size
+
+    @cached_property
+    def client(self) -> redis.Redis:
+        # A factory defers the connection (Celery creates its backend client lazily).
+        return self._client() if callable(self._client) else self._client
+
+    @cached_property
+    def _write(self):
+        return self.client.register_script(_script("write.lua"))
+
+    @cached_property
+    def _prune(self):
+        return self.client.register_script(_script("prune.lua"))
+
+    def key(self, task_id: str) -> str:
+        return f"{self.prefix}t:{task_id}"
+
+    def write(
+        self,
+        task_id: str,
+        status: str | None = None,
+        fields: dict[str, Any] | None = None,
+        fill: dict[str, Any] | None = None,
+        point: tuple[float, float] | None = None,
+        parent: str | None = None,
+        expect: Iterable[str] | None = None,
+        now: float | None = None,
+        client: Any = None,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Apply a write; returns (1 applied | 0 only gaps filled | -1 ``expect`` not met, record).
+
+        ``fields`` are applied when the status move is allowed, ``fill`` only where the record
+        has no value yet. ``point`` (time, current) goes to the progress history. ``client`` may
+        be a pipeline, in which case nothing is returned.
+        """
+        args: list[Any] = [self.prefix, task_id, time.time() if now is None else now, status or "",
+                           ",".join(expect) if expect is not None else ""]
+        for pairs in (fields or {}, fill or {}):
+            pairs = {k: v for k, v in pairs.items() if v is not None}
+            args.append(len(pairs))
+            for field, value in pairs.items():
+                args += [field, encode(value, field)]
+        args += [f"{point[0]:.6f} {point[1]}" if point else "", self.history_size, parent or ""]
+        keys = [self.key(task_id), f"{self.prefix}h:{task_id}"]
+        result = self._write(keys=keys, args=args, client=client)
+        if client is not None and client is not self.client:
+            return 0, None
+        code, flat = result
+        return int(code), self._record(task_id, flat) if flat else None
+
+    def _record(self, task_id: str, flat: list) -> dict[str, Any]:
+        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return {"id": task_id, **decode(fields)}
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        """The record with its progress history and children, or None."""
+        return self.get_many([task_id])[0]
+
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Records for ``task_ids`` in one round trip (None where there is none)."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(self.key(task_id))
+            pipe.lrange(f"{self.prefix}h:{task_id}", 0, -1)
+            pipe.smembers(f"{self.prefix}c:{task_id}")
+        replies = pipe.execute()
+        out = []
+        for index, task_id in enumerate(task_ids):
+            fields, history, children = replies[3 * index: 3 * index + 3]
+            if not fields:
+                out.append(None)
+                continue
+            record = {"id": task_id, **decode({_text(k): _text(v) for k, v in fields.items()})}
+            record["history"] = [_point(p) for p in reversed(history)]
+            record["children"] = sorted(_text(c) for c in children)
+            out.append(record)
+        return out
+
+    def prune(self, now: float | None = None, batch: int = 1000, purge: Iterable[str] = ()) -> int:
+        """Delete records past the retention, then the oldest ended ones over the cap."""
+        args = [self.prefix, time.time() if now is None else now, self.retention, self.cap, batch,
+                *purge]
+        return int(self._prune(keys=[], args=args))
+
+    def size(self) -> int:
+        return int(self.client.zcard(f"{self.prefix}i:all"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _point(raw: Any) -> list[float]:
+    t, current = _text(raw).split(" ", 1)
+    return [float(t), float(current)]
