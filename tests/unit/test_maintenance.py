@@ -1,0 +1,115 @@
+"""Registry upkeep: lost tasks, reconciliation, expiry, pruning (real Redis, synthetic heartbeats)."""
+
+import time
+
+import pytest
+
+from pulse.maintenance import Maintenance
+
+from .test_monitor import make_monitor
+
+
+@pytest.fixture
+def monitor(redis_url):
+    monitor = make_monitor(redis_url)
+    monitor.connected, monitor.connected_since = True, time.time() - 600
+    return monitor
+
+
+@pytest.fixture
+def upkeep(monitor):
+    changed = []
+    maintenance = Maintenance(monitor.store, monitor, on_task=changed.append, lost_after=30)
+    maintenance.changed = changed
+    return maintenance
+
+
+def heartbeat(monitor, hostname, at):
+    monitor.handle({"type": "worker-heartbeat", "hostname": hostname, "timestamp": at,
+                    "local_received": at, "freq": 2.0})
+
+
+def running(monitor, task_id, worker):
+    monitor.store.registry.write(task_id, "running", fields={"state": "STARTED", "worker": worker})
+
+
+def status(monitor, task_id):
+    return monitor.store.get_json(task_id)["status"]
+
+
+def test_tasks_of_silent_or_unknown_workers_become_lost(monitor, upkeep):
+    now = time.time()
+    heartbeat(monitor, "alive@h", now - 5)
+    heartbeat(monitor, "silent@h", now - 60)
+    running(monitor, "on-alive", "alive@h")
+    running(monitor, "on-silent", "silent@h")
+    running(monitor, "on-unknown", "never-heard@h")
+    upkeep.tick(now)
+    assert status(monitor, "on-alive") == "running"
+    assert status(monitor, "on-silent") == "lost"
+    assert status(monitor, "on-unknown") == "lost"
+    assert {d["id"] for d in upkeep.changed} >= {"on-silent", "on-unknown"}
+    lost = monitor.store.get_json("on-silent")
+    assert lost["can_replay"] is False and lost["can_skip"] is True and lost["is_resolved"] is False
+
+
+def test_a_worker_going_offline_loses_its_running_tasks(monitor, upkeep):
+    now = time.time()
+    heartbeat(monitor, "leaving@h", now)
+    running(monitor, "was-running", "leaving@h")
+    monitor.handle({"type": "worker-offline", "hostname": "leaving@h", "timestamp": now,
+                    "local_received": now})
+    upkeep.tick(now)
+    assert status(monitor, "was-running") == "lost"
+
+
+def test_nothing_is_lost_before_the_monitor_listened_long_enough(monitor, upkeep):
+    monitor.connected_since = time.time() - 5
+    running(monitor, "maybe", "never-heard@h")
+    upkeep.tick()
+    assert status(monitor, "maybe") == "running"
+    monitor.connected = False
+    monitor.connected_since = None
+    upkeep.tick()
+    assert status(monitor, "maybe") == "running"
+
+
+def test_reconcile_after_a_reconnection_reads_the_backend(monitor, upkeep):
+    running(monitor, "done-meanwhile", "alive@h")
+    heartbeat(monitor, "alive@h", time.time())
+    monitor.celery.backend.store_result("done-meanwhile", 42, "SUCCESS")
+    upkeep.tick()
+    data = monitor.store.get_json("done-meanwhile")
+    assert data["status"] == "finished" and data["result"] == 42
+
+
+def test_results_celery_dropped_become_expired(monitor, upkeep):
+    registry = monitor.store.registry
+    registry.write("kept", "finished", fields={"state": "SUCCESS", "has_result": True})
+    monitor.celery.backend.store_result("kept", 1, "SUCCESS")
+    registry.write("dropped", "finished", fields={"state": "SUCCESS", "has_result": True})
+    registry.write("no-result", "finished", fields={"state": "SUCCESS", "has_result": False})
+    upkeep.tick()
+    assert status(monitor, "kept") == "finished"
+    assert status(monitor, "dropped") == "expired"
+    assert status(monitor, "no-result") == "finished"  # ignore_result tasks never had one to lose
+    assert monitor.store.get_json("dropped")["state"] == "SUCCESS"  # the story stays
+
+
+def test_describe_notices_an_expired_result_at_once(monitor):
+    monitor.store.registry.write("gone", "failed", fields={"state": "FAILURE", "has_result": True})
+    assert monitor.store.describe("gone")["status"] == "expired"
+
+
+def test_describe_adopts_what_only_the_backend_knows(monitor):
+    monitor.celery.backend.store_result("backend-only", {"current": 1, "total": 4}, "PROGRESS")
+    assert monitor.store.describe("backend-only")["status"] == "running"
+    assert monitor.store.registry.get("backend-only")["status"] == "running"
+
+
+def test_upkeep_prunes_the_registry(monitor, upkeep):
+    registry = monitor.store.registry
+    registry.retention = 10
+    registry.write("ancient", "finished", now=time.time() - 100)
+    upkeep.tick()
+    assert registry.get("ancient") is None
