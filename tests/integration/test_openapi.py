@@ -141,6 +141,10 @@ def test_every_route_is_documented_and_every_documented_route_exists(redis_url):
 # as test_the_description_is_served checks). schemathesis.pytest.from_fixture would load it from the
 # server instead, but schemathesis 4.32.5's lazy loader sets ``Node._nodeid``, which pytest 9.2 no
 # longer has (AttributeError).
+import os  # TEMP
+from schemathesis import checks as _c  # TEMP
+from schemathesis.specs.openapi import checks as _oc  # TEMP
+_EXCLUDED = [getattr(_oc, n, None) or getattr(_c, n) for n in os.environ.get("EXCL", "").split(",") if n]  # TEMP
 fuzzed = schemathesis.openapi.from_path(SPEC_PATH)
 fuzzed.config.update(request_timeout=15)
 # database "none": no .hypothesis/ example database written into the working tree.
@@ -174,7 +178,8 @@ def _bounded_wait(case: schemathesis.Case) -> None:
 def test_the_running_app_answers_as_documented(case: schemathesis.Case, stack):
     _bounded_wait(case)
     response = case.call_and_validate(base_url=stack.base_url,
-                                      headers={"Authorization": f"Bearer {stack.token}"})
+                                      headers={"Authorization": f"Bearer {stack.token}"},
+                                      excluded_checks=_EXCLUDED)
     text = response.text
     if "json" in response.headers.get("content-type", [""])[0] and text:
         text = json.dumps(_strip_task_tracebacks(response.json()))
