@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from tasks.registry import ENDED
+from tasks.registry import ENDED, as_text
 
 from .audit import AuditLog
 from .store import TaskStore
@@ -88,7 +88,7 @@ class Actions:
         task_id = self.registry.client.get(f"{self.registry.prefix}goal:{goal}")
         if task_id is None:
             return None
-        return self.store.describe(task_id.decode() if isinstance(task_id, bytes) else task_id)
+        return self.store.describe(as_text(task_id))
 
     def revoke(self, who: str, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> dict:
         task = self._existing(task_id)

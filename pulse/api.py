@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from tasks.registry import ENDED
+from tasks.registry import ENDED, as_text
 
 from .auth import api_access
 from .listing import MAX_LIMIT, ListingError, parse_time
@@ -131,8 +131,7 @@ def workers() -> dict[str, Any]:
     """Every worker the monitor heard from, or that the registry saw run a task."""
     monitor, listing, store = ext("pulse_monitor"), ext("pulse_listing"), ext("pulse_store")
     known = {w.hostname: w for w in monitor.state.workers.values()}
-    names = {n.decode() if isinstance(n, bytes) else n
-             for n in store.registry.client.smembers(f"{store.registry.prefix}workers")}
+    names = {as_text(n) for n in store.registry.client.smembers(f"{store.registry.prefix}workers")}
     out = []
     for hostname in sorted(names | set(known)):
         worker = known.get(hostname)

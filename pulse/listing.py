@@ -13,7 +13,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from tasks.registry import STATUSES, Registry
+from tasks.registry import STATUSES, Registry, as_text
 
 MAX_LIMIT = 500
 SCAN_CAP = 20_000   # index entries one request may walk before it answers with a resume cursor
@@ -97,11 +97,11 @@ class Listing:
         finally:
             if temp:
                 self.client.delete(*temp)
-        ids = [_text(rows[i]) for i in range(0, len(rows), 2)]
+        ids = [as_text(rows[i]) for i in range(0, len(rows), 2)]
         if resume_score:
-            return Page(ids, encode_cursor(_text(resume_score), _text(resume_id)))
+            return Page(ids, encode_cursor(as_text(resume_score), as_text(resume_id)))
         if len(ids) == limit:
-            return Page(ids, encode_cursor(_text(rows[-1]), ids[-1]))
+            return Page(ids, encode_cursor(as_text(rows[-1]), ids[-1]))
         return Page(ids, None)
 
     def _filter_keys(self, filters: dict[str, Any], temp: list[str]) -> list[str] | None:
@@ -134,14 +134,14 @@ class Listing:
     def _search(self, q: str, temp: list[str]) -> str | None:
         """A temporary index of the ids containing ``q`` or whose task name contains it."""
         needle = q.lower()
-        names = [_text(n) for n in self.client.smembers(f"{self.prefix}names")]
+        names = [as_text(n) for n in self.client.smembers(f"{self.prefix}names")]
         keys = [self.index("name", name) for name in names if needle in name.lower()]
         target = f"{self.prefix}tmp:{uuid.uuid4().hex}"
         temp.append(target)
         pattern = "*" + GLOB_SPECIAL.sub(r"\\\1", q) + "*"
         scores: dict[str, float] = {}
         for member, score in self.client.zscan_iter(f"{self.prefix}i:all", match=pattern, count=1000):
-            scores[_text(member)] = score
+            scores[as_text(member)] = score
             if len(scores) >= Q_ID_MATCHES:
                 break
         if not keys and not scores:
@@ -153,6 +153,3 @@ class Listing:
         self.client.expire(target, 60)
         return target
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value

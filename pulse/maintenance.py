@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tasks.registry import as_text
+
 from .monitor import Monitor
-from .store import TaskStore, _text
+from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class Maintenance:
             pipe.hget(self.registry.key(task_id), "worker")
         lost = []
         for task_id, worker in zip(ids, pipe.execute(), strict=True):
-            hostname = _text(worker) if worker else None
+            hostname = as_text(worker) if worker else None
             if self.worker_gone(hostname, now):
                 code, _ = self.registry.write(task_id, "lost", fields={"lost_at": now}, expect=["running"])
                 if code == 1:
@@ -92,7 +94,7 @@ class Maintenance:
 
     def _ids_at(self, index: str, offset: int, count: int) -> list[str]:
         key = f"{self.registry.prefix}i:{index}"
-        return [_text(i) for i in self.registry.client.zrange(key, offset, offset + count - 1)]
+        return [as_text(i) for i in self.registry.client.zrange(key, offset, offset + count - 1)]
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
         """Tick every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from tasks.registry import Registry
+from tasks.registry import Registry, as_text
 
 from .results import read_meta
 from .taskjson import event_write, meta_write, record_json
@@ -68,7 +68,8 @@ class TaskStore:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest tasks, newest first."""
-        ids = [_text(i) for i in self.registry.client.zrevrange(f"{self.registry.prefix}i:all", 0, limit - 1)]
+        newest = self.registry.client.zrevrange(f"{self.registry.prefix}i:all", 0, limit - 1)
+        ids = [as_text(i) for i in newest]
         return [task for task in self.many_json(ids) if task["status"] != "unknown"]
 
     def apply_event(self, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -112,12 +113,9 @@ class TaskStore:
         replies = pipe.execute()
         for index, task_id in enumerate(task_ids):
             (status, has_result), exists = replies[2 * index], replies[2 * index + 1]
-            status = _text(status) if status else None
+            status = as_text(status) if status else None
             if status in EXPIRABLE and has_result == b"true" and not exists:
                 code, _record = self.registry.write(task_id, "expired", expect=[status])
                 if code == 1:
                     changed.append(self.get_json(task_id))
         return changed
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -113,7 +113,7 @@ class Registry:
         return int(code), self._record(task_id, flat) if flat else None
 
     def _record(self, task_id: str, flat: list) -> dict[str, Any]:
-        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        fields = {as_text(flat[i]): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return {"id": task_id, **decode(fields)}
 
     def get(self, task_id: str) -> dict[str, Any] | None:
@@ -134,9 +134,9 @@ class Registry:
             if not fields:
                 out.append(None)
                 continue
-            record = {"id": task_id, **decode({_text(k): _text(v) for k, v in fields.items()})}
+            record = {"id": task_id, **decode({as_text(k): as_text(v) for k, v in fields.items()})}
             record["history"] = [_point(p) for p in reversed(history)]
-            record["children"] = sorted(_text(c) for c in children)
+            record["children"] = sorted(as_text(c) for c in children)
             out.append(record)
         return out
 
@@ -150,10 +150,11 @@ class Registry:
         return int(self.client.zcard(f"{self.prefix}i:all"))
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply as text (Celery's backend client answers bytes)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _point(raw: Any) -> list[float]:
-    t, current = _text(raw).split(" ", 1)
+    t, current = as_text(raw).split(" ", 1)
     return [float(t), float(current)]
