@@ -70,7 +70,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         pulse_metrics=metrics,
         pulse_monitor=monitor,
         pulse_maintenance=Maintenance(store, monitor, on_task=task_changed, lost_after=config["LOST_AFTER"],
-                                      interval=config["MAINTENANCE_INTERVAL"]),
+                                      interval=config["MAINTENANCE_INTERVAL"],
+                                      prune_every=config["PRUNE_INTERVAL"]),
         pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
         pulse_actions=Actions(store, celery_app, audit, on_change=task_changed),
     )

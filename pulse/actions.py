@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -83,6 +84,20 @@ class Actions:
         finally:
             lock.release()
 
+    def _follow_goal(self, goal: str, old_id: str, new_id: str) -> None:
+        """A replay takes over its goal, so launching the goal again finds the rerun."""
+        key = f"{self.registry.prefix}goal:{goal}"
+        self.registry.write(new_id, fill={"goal": goal})
+        with self.registry.client.pipeline() as pipe:  # only if the goal still names the old task
+            try:
+                pipe.watch(key)
+                if as_text(pipe.get(key)) == old_id:
+                    pipe.multi()
+                    pipe.set(key, new_id)
+                    pipe.execute()
+            except redis.WatchError:
+                pass  # relaunched meanwhile: that launch is the goal's task now
+
     def goal(self, goal: str) -> dict[str, Any] | None:
         """The goal's current task, or None if the goal was never launched."""
         task_id = self.registry.client.get(f"{self.registry.prefix}goal:{goal}")
@@ -91,12 +106,12 @@ class Actions:
         return self.store.describe(as_text(task_id))
 
     def revoke(self, who: str, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> dict:
+        if signal not in SIGNALS:
+            raise ActionError(400, f"signal must be one of {', '.join(SIGNALS)}")
         task = self._existing(task_id)
         if not task["can_revoke"]:
             raise ActionError(409, f"task {task_id} is {task['status']}: only unstarted, scheduled, "
                                    "running or retrying tasks can be revoked")
-        if signal not in SIGNALS:
-            raise ActionError(400, f"signal must be one of {', '.join(SIGNALS)}")
         self.celery.control.revoke(task_id, terminate=terminate, signal=signal)
         # The workers confirm with a task-revoked event; until then the record says it was asked.
         self.registry.write(task_id, fields={"revoke_requested_at": time.time(),
@@ -120,6 +135,8 @@ class Actions:
         if code != 1:  # another operator replayed it first: take ours back
             self.celery.control.revoke(new_id)
             raise ActionError(409, f"task {task_id} was replayed or skipped meanwhile")
+        if record.get("goal"):
+            self._follow_goal(record["goal"], task_id, new_id)
         self.audit.append(who, "replay", task_id, new_task=new_id)
         self._changed(new_id)
         return self._changed(task_id)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from tasks.registry import ENDED, as_text
+from tasks.registry import ENDED
 
 from .auth import api_access
 from .listing import MAX_LIMIT, ListingError, parse_time
@@ -86,7 +86,8 @@ def get_task(task_id: str) -> Any:
     store = ext("pulse_store")
     data = store.describe(task_id)
     deadline = time.monotonic() + (wait or 0)
-    while wait and data["status"] not in ENDED and time.monotonic() < deadline:
+    # An id nobody ever recorded will not end: answer 404 at once rather than after the wait.
+    while wait and data["status"] not in (*ENDED, "unknown") and time.monotonic() < deadline:
         # Woken by the monitor when the task ends; re-read at least every second regardless.
         ext("pulse_waiters").wait(task_id, min(1.0, deadline - time.monotonic()))
         data = store.describe(task_id)
@@ -131,9 +132,11 @@ def workers() -> dict[str, Any]:
     """Every worker the monitor heard from, or that the registry saw run a task."""
     monitor, listing, store = ext("pulse_monitor"), ext("pulse_listing"), ext("pulse_store")
     known = {w.hostname: w for w in monitor.state.workers.values()}
-    names = {as_text(n) for n in store.registry.client.smembers(f"{store.registry.prefix}workers")}
+    # Hostnames only the registry knows are listed while they still have running tasks.
+    running = listing.page({"status": ["running"]}, 500).ids
+    running_on = {record.get("worker") for record in store.registry.get_many(running) if record}
     out = []
-    for hostname in sorted(names | set(known)):
+    for hostname in sorted(set(known) | (running_on - {None})):
         worker = known.get(hostname)
         page = listing.page({"status": ["running"], "worker": hostname}, 100)
         out.append({

@@ -76,6 +76,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # A running task whose worker sent no heartbeat for this long is marked lost.
         "LOST_AFTER": _read(env, "PULSE_LOST_AFTER", _at_least(1.0), 30.0),
         "MAINTENANCE_INTERVAL": _read(env, "PULSE_MAINTENANCE_INTERVAL", _at_least(0.1), 2.0),
+        "PRUNE_INTERVAL": _read(env, "PULSE_PRUNE_INTERVAL", _at_least(1.0), 60.0),
         "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
         "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
         "SESSION_COOKIE_SAMESITE": "Lax",

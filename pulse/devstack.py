@@ -35,14 +35,16 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0, what: str = "") -> None:
-    """Wait until ``port`` accepts connections; raise if ``proc`` exits or time runs out."""
+    """Wait until ``port`` accepts connections; if ``proc`` exits or time runs out, stop it and raise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            stop(proc)
             raise RuntimeError(f"{what or proc.args[0]} exited with code {proc.returncode}")
         if port_open(port):
             return
         time.sleep(0.05)
+    stop(proc)
     raise TimeoutError(f"{what or proc.args[0]} did not listen on port {port} within {timeout:.0f}s")
 
 

@@ -6,6 +6,7 @@ records arrive meanwhile.
 """
 
 import base64
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class Page:
 def parse_time(raw: str, name: str) -> float:
     """Unix seconds or ISO 8601."""
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(raw).timestamp()
-    except ValueError:
-        raise ListingError(f"{name}={raw[:50]!r} is not a time: use Unix seconds or ISO 8601") from None
+        try:
+            value = datetime.fromisoformat(raw).timestamp()
+        except ValueError:
+            value = math.nan
+    if not math.isfinite(value):
+        raise ListingError(f"{name}={raw[:50]!r} is not a time: use Unix seconds or ISO 8601")
+    return value
 
 
 def encode_cursor(score: str, task_id: str) -> str:
@@ -50,7 +53,8 @@ def encode_cursor(score: str, task_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         score, task_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|", 1)
-        float(score)
+        if not math.isfinite(float(score)):
+            raise ValueError(score)
     except (ValueError, UnicodeDecodeError):
         raise ListingError("malformed cursor: pass back the next_cursor of the previous page") from None
     return score, task_id
@@ -132,7 +136,11 @@ class Listing:
         return target
 
     def _search(self, q: str, temp: list[str]) -> str | None:
-        """A temporary index of the ids containing ``q`` or whose task name contains it."""
+        """A temporary index of the ids containing ``q`` or whose task name contains it.
+
+        Names match case-insensitively; ids match as typed, and at most Q_ID_MATCHES of them
+        (a substring of an id is a search for one task, not a filter over thousands).
+        """
         needle = q.lower()
         names = [as_text(n) for n in self.client.smembers(f"{self.prefix}names")]
         keys = [self.index("name", name) for name in names if needle in name.lower()]

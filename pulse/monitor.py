@@ -89,7 +89,7 @@ class Monitor:
                 self.on_task(data)
 
     def restore(self, limit: int) -> int:
-        """Seed the in-memory state from the registry's newest records (after a restart)."""
+        """Seed the in-memory state from the registry's most recently active records."""
         restored = 0
         for data in self.store.recent(limit):
             task, _created = self.state.get_or_create_task(data["id"])

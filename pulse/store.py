@@ -67,8 +67,8 @@ class TaskStore:
                 for task_id, record in zip(task_ids, self.registry.get_many(task_ids), strict=True)]
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest tasks, newest first."""
-        newest = self.registry.client.zrevrange(f"{self.registry.prefix}i:all", 0, limit - 1)
+        """The most recently active tasks (by their last change), most recent first."""
+        newest = self.registry.client.zrevrange(f"{self.registry.prefix}i:updated", 0, limit - 1)
         ids = [as_text(i) for i in newest]
         return [task for task in self.many_json(ids) if task["status"] != "unknown"]
 

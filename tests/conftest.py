@@ -107,8 +107,14 @@ def start_server(redis_url: str, name: str, **extra: str):
     log = _log(name)
     proc = devstack.start_web(env, port, log=log)
     stack = Stack(f"http://127.0.0.1:{port}", redis_url, env)
-    wait_until(lambda: requests.get(stack.base_url + "/healthz", timeout=5).json()["monitor"]["connected"],
-               30, 0.1, f"{name} monitor to connect")
+    try:
+        health = stack.base_url + "/healthz"
+        wait_until(lambda: requests.get(health, timeout=5).json()["monitor"]["connected"],
+                   30, 0.1, f"{name} monitor to connect")
+    except BaseException:
+        devstack.stop(proc)
+        log.close()
+        raise
     return proc, log, stack
 
 

@@ -90,7 +90,8 @@ def assert_audited(stack: Stack, task_id: str, action: str) -> dict:
 class HeldWait:
     """A ``?wait=45`` request on a task that never runs, left in flight across the module."""
 
-    thread: threading.Thread
+    task_id: str
+    thread: threading.Thread | None = None
     outcome: dict = field(default_factory=dict)
 
 
@@ -106,7 +107,7 @@ def idle_stack(redis_url) -> Iterator[Stack]:
 def held_wait(idle_stack) -> Iterator[HeldWait]:
     """Started early so the 30 s cap is checked by the module's last test without a 30 s sleep."""
     task_id = idle_stack.launch("tasks.demo.count", total=2, delay=0.01)
-    held = HeldWait(threading.Thread(daemon=True, target=lambda: None))
+    held = HeldWait(task_id)
 
     def wait() -> None:
         elapsed, response = timed_get(idle_stack, f"/api/tasks/{task_id}?wait=45", timeout=90)
@@ -114,7 +115,6 @@ def held_wait(idle_stack) -> Iterator[HeldWait]:
 
     held.thread = threading.Thread(target=wait, daemon=True)
     held.thread.start()
-    held.outcome["id"] = task_id
     yield held
     held.thread.join(90)
 
@@ -198,7 +198,8 @@ def test_skip_resolves_a_failed_task_once(stack):
 
 def test_revoke_with_terminate_stops_a_running_task(stack):
     task_id = stack.launch("tasks.demo.count", total=300, delay=0.1)
-    stack.wait_for(task_id, "running")
+    wait_until(lambda: (get(stack, task_id).json()["progress"] or {}).get("current", 0) >= 3, 20, 0.1,
+               "the count to report progress")
     bad = stack.api("POST", f"/api/tasks/{task_id}/revoke", json={"terminate": "yes"})
     assert bad.status_code == 400
     response = stack.api("POST", f"/api/tasks/{task_id}/revoke", json={"terminate": True})
@@ -530,7 +531,7 @@ def test_pages_of_10000_records_cover_each_once_newest_first_while_records_arriv
 
     def meanwhile(page: int) -> None:
         # New records (newer than any listed) and status changes, listed or not yet listed.
-        batch = book.make(f"new{page:02d}-", 40, time.time() - 1000 + page)
+        batch = book.make(f"new{page:02d}-", 40, float(int(time.time())) - 1000 + page)
         newer.extend(batch)
         book.write(batch)
         for task_id in (order[page * 500 - 3], order[page * 500 + 7], order[-1 - page]):
@@ -682,5 +683,5 @@ def test_wait_is_capped_at_30_seconds(held_wait):
     assert not held_wait.thread.is_alive()
     outcome = held_wait.outcome
     assert outcome["status_code"] == 200
-    assert outcome["body"]["id"] == outcome["id"] and outcome["body"]["status"] == "scheduled"
+    assert outcome["body"]["id"] == held_wait.task_id and outcome["body"]["status"] == "scheduled"
     assert 29 <= outcome["elapsed"] < 40

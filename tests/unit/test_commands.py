@@ -104,6 +104,37 @@ def test_goals_deduplicate_launches(client, auth_headers, registry):
     assert bad.status_code == 400
 
 
+def test_a_replay_takes_over_its_goal(client, auth_headers, registry):
+    body = {"name": "tasks.demo.count", "kwargs": {"total": 1}, "goal": "g-replay"}
+    first = client.post("/api/tasks", json=body, headers=auth_headers).get_json()["id"]
+    failed(registry, first)
+    rerun = post(client, auth_headers, f"/api/tasks/{first}/replay").get_json()["replayed_by"]
+    again = client.post("/api/tasks", json=body, headers=auth_headers)
+    assert again.status_code == 200 and again.get_json()["id"] == rerun
+    assert client.get("/api/tasks/" + rerun, headers=auth_headers).get_json()["goal"] == "g-replay"
+
+
+def test_revoke_checks_the_signal_before_the_status(client, auth_headers, registry):
+    registry.write("ended", "finished")
+    response = post(client, auth_headers, "/api/tasks/ended/revoke", {"signal": "SIGNOPE"})
+    assert response.status_code == 400
+
+
+def test_the_snapshot_follows_recent_activity(app, registry):
+    registry.write("long-runner", "running", now=1000.0)
+    for number in range(5):
+        registry.write(f"quick-{number}", "finished", now=2000.0 + number)
+    registry.write("long-runner", "running", fields={"progress": {"current": 9}}, now=3000.0)
+    recent = app.extensions["pulse_store"].recent(3)
+    assert [t["id"] for t in recent] == ["long-runner", "quick-4", "quick-3"]
+
+
+def test_wait_on_an_unknown_id_answers_at_once(client, auth_headers):
+    started = time.monotonic()
+    assert client.get("/api/tasks/never-seen?wait=20", headers=auth_headers).status_code == 404
+    assert time.monotonic() - started < 10
+
+
 def test_every_action_is_audited(client, auth_headers, registry):
     failed(registry, "a1")
     failed(registry, "a2")
@@ -127,7 +158,9 @@ def test_list_and_counts_through_the_api(client, auth_headers, registry):
     assert [t["id"] for t in rest["tasks"]] == ["l0"] and rest["next_cursor"] is None
     counts = client.get("/api/tasks/counts", headers=auth_headers).get_json()
     assert counts["by_status"]["failed"] == 3 and counts["total"] == 5
-    for bad in ("limit=0", "limit=x", "status=nope", "since=yesterday", "cursor=%%%"):
+    nan_cursor = "bmFufGpvYi0wMDE"  # base64 of "nan|job-001"
+    for bad in ("limit=0", "limit=x", "status=nope", "since=yesterday", "cursor=%%%", "since=nan",
+                "until=inf", f"cursor={nan_cursor}"):
         assert client.get(f"/api/tasks?{bad}", headers=auth_headers).status_code == 400, bad
 
 
