@@ -75,8 +75,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
         pulse_actions=Actions(store, celery_app, audit, on_change=task_changed),
     )
+    api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
-    api.init_app(app)
     commands.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)

@@ -1,12 +1,16 @@
 """The HTTP API's queries: tasks, counts, workers, goals, the audit log, health and metrics."""
 
 import json
+import re
 import time
 from importlib import resources
 from typing import Any
 
+import redis
 from flask import Blueprint, Flask, Response, current_app, request
+from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from tasks.registry import ENDED
 
@@ -17,6 +21,12 @@ from .taskjson import valid_id
 bp = Blueprint("api", __name__)
 MAX_WAIT = 30.0
 GOAL_LIMIT = 200
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def valid_goal(goal: Any) -> bool:
+    """A goal key: 1-200 characters, none of them an ASCII control character."""
+    return isinstance(goal, str) and 0 < len(goal) <= GOAL_LIMIT and not CONTROL_CHARACTERS.search(goal)
 
 
 def ext(name: str) -> Any:
@@ -154,8 +164,8 @@ def workers() -> dict[str, Any]:
 @bp.get("/api/goals/<path:goal>")
 @api_access
 def get_goal(goal: str) -> Any:
-    if not 0 < len(goal) <= GOAL_LIMIT:
-        return {"error": f"a goal key is 1-{GOAL_LIMIT} characters"}, 400
+    if not valid_goal(goal):
+        return {"error": f"a goal key is 1-{GOAL_LIMIT} characters, no control characters"}, 400
     task = ext("pulse_actions").goal(goal)
     if task is None:
         return {"goal": goal, "error": f"goal {goal!r} was never launched"}, 404
@@ -176,10 +186,26 @@ def audit() -> Any:
 
 def _json_error(exc: HTTPException) -> Any:
     if request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"):
-        return Response(json.dumps({"error": exc.description}), exc.code, mimetype="application/json")
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # keeps Allow
+        return Response(json.dumps({"error": exc.description}), exc.code, headers=headers,
+                        mimetype="application/json")
     return exc
 
 
+def _redis_down(exc: Exception) -> Any:
+    # Redis is Pulse's store and broker: without it the honest answer is "unavailable", not 500.
+    return {"error": f"Redis is unreachable ({type(exc).__name__}); retry when it is back"}, 503
+
+
+class AnyPath(PathConverter):
+    """``path``, but matching line feeds too, so a malformed id reaches the view and gets its 400."""
+
+    regex = "(?s:[^/].*?)"
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["path"] = AnyPath
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _json_error)
+    for error in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError):
+        app.register_error_handler(error, _redis_down)

@@ -1,7 +1,8 @@
-"""Who may do what: the operator token, the login session, and the checks views use.
+"""Who may do what: the operator and viewer tokens, the login session, and the checks views use.
 
-The API takes ``Authorization: Bearer <PULSE_TOKEN>``; the browser logs in once and then
-carries a session cookie, with a CSRF token required on every mutating request it makes.
+The operator (``PULSE_TOKEN``) may do everything; a viewer (``PULSE_VIEWER_TOKEN``) may read
+everything and change nothing. The API takes ``Authorization: Bearer <token>``; the browser logs
+in once and then carries a session cookie, with a CSRF token required on every mutating request.
 """
 
 import hmac
@@ -23,6 +24,7 @@ from flask import (
 )
 
 OPERATOR = "operator"
+VIEWER = "viewer"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 bp = Blueprint("auth", __name__)
@@ -32,9 +34,12 @@ def role_for_token(token: Any) -> str | None:
     """The role a token grants, compared in constant time; None for a wrong or missing token."""
     if not isinstance(token, str) or not token:
         return None
-    if hmac.compare_digest(token.encode(), current_app.config["PULSE_TOKEN"].encode()):
-        return OPERATOR
-    return None
+    given = token.encode()
+    # Both comparisons always run, so timing does not tell which token came close.
+    operator = hmac.compare_digest(given, current_app.config["PULSE_TOKEN"].encode())
+    viewer_token = current_app.config["VIEWER_TOKEN"]
+    viewer = bool(viewer_token) and hmac.compare_digest(given, (viewer_token or "").encode())
+    return OPERATOR if operator else VIEWER if viewer else None
 
 
 def _bearer() -> str | None:
@@ -54,18 +59,25 @@ def _refusal(status: int, message: str) -> tuple[dict[str, str], int]:
 
 
 def api_access(view: Callable) -> Callable:
-    """Let the operator through, by bearer token or by session plus CSRF token on mutations."""
+    """Let a reader through on safe methods and only the operator on mutations, by bearer token,
+    or by session plus a CSRF token on mutations."""
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         token = _bearer()
+        mutating = request.method not in SAFE_METHODS
         if token is not None:
-            if role_for_token(token) != OPERATOR:
+            role = role_for_token(token)
+            if role is None:
                 return _refusal(401, "invalid token: send Authorization: Bearer <PULSE_TOKEN>")
-        elif session.get("role") != OPERATOR:
-            return _refusal(401, "authentication required: send Authorization: Bearer <PULSE_TOKEN>")
-        elif request.method not in SAFE_METHODS and not _csrf_ok():
-            return _refusal(403, "missing or wrong X-CSRF-Token header for this session")
+        else:
+            role = session.get("role")
+            if role is None:
+                return _refusal(401, "authentication required: send Authorization: Bearer <PULSE_TOKEN>")
+            if mutating and not _csrf_ok():
+                return _refusal(403, "missing or wrong X-CSRF-Token header for this session")
+        if mutating and role != OPERATOR:
+            return _refusal(403, "read-only credentials: this action needs the operator token")
         return view(*args, **kwargs)
 
     return wrapped
@@ -73,8 +85,10 @@ def api_access(view: Callable) -> Callable:
 
 def actor() -> str:
     """Who is acting, for the audit log: the role, how it authenticated, and from where."""
-    how = "token" if _bearer() is not None else "session"
-    return f"{session.get('role') if how == 'session' else OPERATOR} ({how}) from {request.remote_addr}"
+    token = _bearer()
+    role = role_for_token(token) if token is not None else session.get("role")
+    how = "token" if token is not None else "session"
+    return f"{role} ({how}) from {request.remote_addr}"
 
 
 def page_access(view: Callable) -> Callable:
@@ -126,4 +140,5 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _session_context() -> dict[str, Any]:
-        return {"csrf_token": session.get("csrf", ""), "role": session.get("role")}
+        role = session.get("role")
+        return {"csrf_token": session.get("csrf", ""), "role": role, "can_act": role == OPERATOR}

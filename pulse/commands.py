@@ -5,7 +5,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, request, url_for
 
 from .actions import ActionError
-from .api import GOAL_LIMIT, bad_id, ext
+from .api import GOAL_LIMIT, bad_id, ext, valid_goal
 from .auth import actor, api_access
 from .taskjson import valid_id
 
@@ -30,8 +30,8 @@ def _launch_request(body: dict[str, Any]) -> tuple[str, list, dict, str | None, 
         raise ActionError(400, '"args" must be a JSON array')
     if not isinstance(kwargs, dict):
         raise ActionError(400, '"kwargs" must be a JSON object')
-    if goal is not None and (not isinstance(goal, str) or not 0 < len(goal) <= GOAL_LIMIT):
-        raise ActionError(400, f'"goal" must be a string of 1-{GOAL_LIMIT} characters')
+    if goal is not None and not valid_goal(goal):
+        raise ActionError(400, f'"goal" must be a string of 1-{GOAL_LIMIT} characters, no control characters')
     if not isinstance(force, bool):
         raise ActionError(400, '"force" must be true or false')
     allowed = current_app.config["LAUNCH_ALLOW"]

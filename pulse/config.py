@@ -57,6 +57,9 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
             "PULSE_TOKEN must be set to a random string of at least 16 characters "
             "(`make run` generates one; e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
+    viewer = env.get("PULSE_VIEWER_TOKEN") or None
+    if viewer is not None and (len(viewer) < 16 or viewer == token):
+        raise ConfigError("PULSE_VIEWER_TOKEN must be at least 16 characters and differ from PULSE_TOKEN")
     mode = env.get("PULSE_ASYNC_MODE") or "eventlet"
     if mode not in ASYNC_MODES:
         raise ConfigError(f"PULSE_ASYNC_MODE={mode!r} is invalid: use one of {', '.join(ASYNC_MODES)}")
@@ -64,6 +67,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     derived = hmac.new(token.encode(), b"pulse-session-key", hashlib.sha256).hexdigest()
     return {
         "PULSE_TOKEN": token,
+        "VIEWER_TOKEN": viewer,
         "SECRET_KEY": env.get("PULSE_SECRET_KEY") or derived,
         "ASYNC_MODE": mode,
         "HOST": env.get("HOST") or "127.0.0.1",

@@ -12,7 +12,7 @@ from celery import states
 
 from tasks.progress import FAILURE_KEYS, PROGRESS, progress_meta
 from tasks.registry import ACTIVE, RESOLVED
-from tasks.safejson import bounded_json
+from tasks.safejson import bounded_json, bounded_text
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,254}")
 STATUS_BY_STATE = {
@@ -116,9 +116,9 @@ def failure_of(stored: Any, traceback: Any) -> dict[str, Any]:
     if isinstance(message, list | tuple):
         message = ", ".join(str(part) for part in message)
     return {
-        "exc_type": stored.get("exc_type"),
-        "exc_message": bounded_json(message),
-        "traceback": bounded_json(traceback),
+        "exc_type": bounded_text(stored.get("exc_type"), 200),
+        "exc_message": bounded_text(message),
+        "traceback": bounded_text(traceback),
         "details": bounded_json({k: v for k, v in stored.items() if k not in FAILURE_KEYS}),
     }
 
@@ -181,8 +181,8 @@ def _event_failure(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(message, list | tuple):
         message = ", ".join(str(part) for part in message)
     return {
-        "exc_type": event.get("exc_type") or exception.partition("(")[0] or None,
-        "exc_message": bounded_json(message),
-        "traceback": bounded_json(event.get("traceback")),
+        "exc_type": bounded_text(event.get("exc_type") or exception.partition("(")[0] or None, 200),
+        "exc_message": bounded_text(message),
+        "traceback": bounded_text(event.get("traceback")),
         "details": bounded_json(event.get("details") or {}),
     }

@@ -138,6 +138,7 @@
 
   const form = document.getElementById('launch-form');
   const status = document.getElementById('launch-status');
+  if (!form) return;  // a viewer's page has no launch form
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     let kwargs;

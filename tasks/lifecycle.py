@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, signals, states
 from celery.app.amqp import AMQP
 
-from .safejson import bounded_json
+from .safejson import bounded_json, bounded_text
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _on_failure(sender=None, task_id=None, exception=None, einfo=None, **_: Any)
     failure = {
         "exc_type": type(exception).__name__,
         "exc_message": str(exception)[:REPR_LIMIT],
-        "traceback": bounded_json(getattr(einfo, "traceback", None)),
+        "traceback": bounded_text(getattr(einfo, "traceback", None)),
         "details": {},
     }
     _write(sender, task_id, "failed", state=states.FAILURE, failure=failure, finished_at=time.time(),

@@ -16,7 +16,7 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from . import lifecycle
-from .safejson import bounded_json
+from .safejson import bounded_json, bounded_text
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def fail(
         _record(task, "failed", {
             "state": states.FAILURE, "finished_at": time.time(), "has_result": True,
             "failure": {"exc_type": meta["exc_type"], "exc_message": meta["exc_message"][0],
-                        "traceback": tb, "details": details},
+                        "traceback": bounded_text(tb), "details": details},
         })
         lifecycle.abandon_chain(task, task.request)
         task.send_event(

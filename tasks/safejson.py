@@ -41,3 +41,8 @@ def bounded_json(value: Any, max_chars: int = MAX_CHARS) -> Any:
     if len(text) <= max_chars:
         return clean
     return {"truncated": True, "size": len(text), "preview": text[: max_chars // 2]}
+
+
+def bounded_text(value: Any, max_chars: int = MAX_CHARS) -> str | None:
+    """``value`` as a string of at most ``max_chars`` characters (None stays None)."""
+    return None if value is None else str(value)[:max_chars]

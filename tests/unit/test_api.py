@@ -92,3 +92,31 @@ def test_unknown_api_routes_answer_json(client, auth_headers):
     response = client.get("/api/nothing-here", headers=auth_headers)
     assert response.status_code == 404
     assert "error" in response.get_json()
+
+
+def test_a_line_feed_in_an_id_is_a_malformed_id(client, auth_headers):
+    assert client.get("/api/tasks/a%0Ab", headers=auth_headers).status_code == 400
+    assert client.delete("/api/tasks/a%0Ab", headers=auth_headers).status_code == 400
+
+
+def test_405_keeps_its_allow_header(client, auth_headers):
+    response = client.put("/api/workers", headers=auth_headers)
+    assert response.status_code == 405 and "GET" in response.headers["Allow"]
+    assert "error" in response.get_json()
+
+
+def test_redis_down_answers_503_not_500():
+    from pulse import create_app
+
+    from ..conftest import TOKEN
+
+    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
+                      "PULSE_ASYNC_MODE": "threading", "PULSE_REDIS_TIMEOUT": "1"})
+    client, headers = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/api/tasks", "/api/tasks/abc", "/api/tasks/counts", "/api/workers", "/metrics"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 503, path
+        assert "Redis is unreachable" in response.get_json()["error"]
+    launch = client.post("/api/tasks", json={"name": "tasks.demo.count", "goal": "g"}, headers=headers)
+    assert launch.status_code == 503
+    assert client.get("/healthz").get_json()["redis"]["ok"] is False
