@@ -124,7 +124,8 @@ def list_tasks() -> Any:
     except ValueError:
         return {"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}, 400
     try:
-        page = ext("pulse_listing").page(_filters(), limit, request.args.get("cursor"))
+        page = ext("pulse_listing").page(_filters(), limit, request.args.get("cursor"),
+                                         request.args.get("order", "desc"))
     except ListingError as exc:
         return {"error": str(exc)}, 400
     return {"tasks": ext("pulse_store").many_json(page.ids), "next_cursor": page.next_cursor}

@@ -82,10 +82,14 @@ class Listing:
         *per_status, total = pipe.execute()
         return {"total": total, "by_status": dict(zip(STATUSES, per_status, strict=True))}
 
-    def page(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None) -> Page:
-        """One page of ids matching ``filters`` (status, state, name, worker, q, since, until)."""
+    def page(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None,
+             order: str = "desc") -> Page:
+        """One page of ids matching ``filters`` (status, state, name, worker, q, since, until),
+        by the time each task was first recorded: newest first (``desc``) or oldest first."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ListingError(f"limit must be 1-{MAX_LIMIT}")
+        if order not in ("asc", "desc"):
+            raise ListingError("order must be asc or desc")
         temp: list[str] = []
         try:
             keys = self._filter_keys(filters, temp)
@@ -97,7 +101,7 @@ class Listing:
             maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
             mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
             rows, resume_score, resume_id = self._script(
-                keys=[driver, *others], args=[maxs, mins, cscore, cid, limit, SCAN_CAP])
+                keys=[driver, *others], args=[maxs, mins, cscore, cid, limit, SCAN_CAP, order])
         finally:
             if temp:
                 self.client.delete(*temp)

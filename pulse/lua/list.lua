@@ -1,26 +1,38 @@
--- One page of task ids, newest first, from a driver index filtered by membership in the others.
+-- One page of task ids from a driver index, filtered by membership in the others.
 -- KEYS: driver sorted set, then the filter sets an id must also be in.
--- ARGV: max score, min score, cursor score ('' = from the top), cursor id, limit, scan cap.
+-- ARGV: max score, min score, cursor score ('' = from the start), cursor id, limit, scan cap,
+--       order ('desc' = newest first, 'asc' = oldest first).
 -- Returns {ids and scores flattened, resume score, resume id}; resume is '' when the scan cap
 -- was not hit (the page is complete or the index is exhausted).
 local driver, maxs, mins = KEYS[1], ARGV[1], ARGV[2]
 local cscore, cid = ARGV[3], ARGV[4]
 local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local asc = ARGV[7] == 'asc'
 local chunk = 256
 
--- Members with the boundary score come in reverse id order; skip the ones already seen.
+-- The moving end of the range (the "bound") walks down (desc) or up (asc); the other is fixed.
+local bound, fixed = maxs, mins
+if asc then bound, fixed = mins, maxs end
+local function fetch(from, skip)
+  if asc then
+    return redis.call('ZRANGEBYSCORE', driver, from, fixed, 'WITHSCORES', 'LIMIT', skip, chunk)
+  end
+  return redis.call('ZREVRANGEBYSCORE', driver, from, fixed, 'WITHSCORES', 'LIMIT', skip, chunk)
+end
+
+-- Members with the boundary score come in id order (reversed for desc); skip those already seen.
 local skip = 0
 if cscore ~= '' then
-  maxs = cscore
-  for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', driver, cscore, cscore)) do
-    if id >= cid then skip = skip + 1 end
+  bound = cscore
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', driver, cscore, cscore)) do
+    if (asc and id <= cid) or (not asc and id >= cid) then skip = skip + 1 end
   end
 end
 
 local out, scanned, found = {}, 0, 0
 local last_score, last_id = '', ''
 while found < limit and scanned < cap do
-  local rows = redis.call('ZREVRANGEBYSCORE', driver, maxs, mins, 'WITHSCORES', 'LIMIT', skip, chunk)
+  local rows = fetch(bound, skip)
   if #rows == 0 then last_score = '' break end
   for i = 1, #rows, 2 do
     local id, score = rows[i], rows[i + 1]
@@ -34,7 +46,7 @@ while found < limit and scanned < cap do
       out[#out + 1] = score
       found = found + 1
     end
-    if score == maxs then skip = skip + 1 else maxs, skip = score, 1 end
+    if score == bound then skip = skip + 1 else bound, skip = score, 1 end
     last_score, last_id = score, id
     if found >= limit or scanned >= cap then break end
   end

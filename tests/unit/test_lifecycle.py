@@ -3,7 +3,7 @@
 import uuid
 
 import pytest
-from celery import chain
+from celery import chain, group
 
 from pulse.results import use_lookup_only_backend
 from tasks.celery import make_celery
@@ -56,3 +56,11 @@ def test_a_child_is_listed_on_its_parent(app):
     child = app.send_task("tasks.demo.count", parent_id=parent, root_id=parent)
     assert registry.get(child.id)["parent_id"] == parent
     assert registry.client.smembers(f"{registry.prefix}c:{parent}") == {child.id.encode()}
+
+
+def test_group_members_carry_their_group_id(app):
+    count = app.signature("tasks.demo.count")
+    result = group(count.clone(kwargs={"total": 1}), count.clone(kwargs={"total": 2})).apply_async()
+    records = [app.pulse_registry.get(child.id) for child in result.results]
+    assert {r["group_id"] for r in records} == {result.id}
+    assert [r["status"] for r in records] == ["scheduled", "scheduled"]

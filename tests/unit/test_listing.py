@@ -37,10 +37,10 @@ def fill(registry, count, now=1000.0, **fields):
     return ids
 
 
-def walk(listing, filters, limit):
+def walk(listing, filters, limit, order="desc"):
     ids, cursor = [], None
     while True:
-        page = listing.page(filters, limit, cursor)
+        page = listing.page(filters, limit, cursor, order)
         ids += page.ids
         if page.next_cursor is None:
             return ids
@@ -52,12 +52,22 @@ def test_pages_cover_everything_once_newest_first(registry, listing):
     assert walk(listing, {}, 64) == list(reversed(ids))
 
 
-def test_ties_on_the_same_score_are_neither_lost_nor_repeated(registry, listing):
+def test_oldest_first_too(registry, listing):
+    ids = fill(registry, 600)
+    assert walk(listing, {}, 64, "asc") == ids
+    assert walk(listing, {"status": ["failed"], "since": 1100.0}, 7, "asc") == [
+        i for n, i in enumerate(ids) if n % 3 == 1 and n >= 100]
+    with pytest.raises(ListingError, match="order"):
+        listing.page({}, 10, order="sideways")
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_ties_on_the_same_score_are_neither_lost_nor_repeated(registry, listing, order):
     pipe = registry.client.pipeline(transaction=False)
     for number in range(700):
         registry.write(f"tie-{number:04d}", "finished", now=5000.0, client=pipe)
     pipe.execute()
-    seen = walk(listing, {}, 50)
+    seen = walk(listing, {}, 50, order)
     assert len(seen) == 700 and len(set(seen)) == 700
 
 

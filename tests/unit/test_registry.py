@@ -115,3 +115,23 @@ def test_purge_removes_a_record_and_its_index_entries(registry):
     registry.prune(purge=["a"])
     assert registry.get("a") is None and index(registry, "name", "job") == set()
     assert not registry.client.exists(f"{registry.prefix}h:a")
+
+
+def test_throughput_counts_each_finish_once_per_minute(registry):
+    registry.write("a", "running", now=6000.0)
+    registry.write("a", "finished", now=6001.0)
+    registry.write("a", "finished", now=6002.0)  # a duplicate report counts nothing
+    registry.write("a", "expired", now=6003.0)
+    registry.write("b", "failed", now=6010.0)
+    registry.write("c", "lost", now=6020.0)
+    registry.write("c", "finished", now=6070.0)  # a lost task that finished after all
+    bucket = registry.client.hgetall(f"{registry.prefix}tp:100")
+    assert bucket == {b"finished": b"1", b"failed": b"1"}
+    assert registry.client.hgetall(f"{registry.prefix}tp:101") == {b"finished": b"1"}
+    assert 0 < registry.client.ttl(f"{registry.prefix}tp:100") <= 7200
+
+
+def test_queues_are_remembered(registry):
+    registry.write("a", "scheduled", fields={"queue": "reports"})
+    registry.write("b", "scheduled", fields={"queue": "celery"})
+    assert registry.client.smembers(f"{registry.prefix}queues") == {b"reports", b"celery"}
