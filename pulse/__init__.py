@@ -27,6 +27,7 @@ from .monitor import Monitor
 from .results import use_lookup_only_backend
 from .store import TaskStore
 from .waiters import Waiters
+from .workers import worker_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     metrics = Metrics()
     store = TaskStore(registry, celery_app)
     listing = Listing(registry)
-    broadcaster = live.Broadcaster(socketio, config["PUSH_INTERVAL"], on_push=metrics.push)
+    broadcaster = live.Broadcaster(
+        socketio, config["PUSH_INTERVAL"], on_push=metrics.push, counts=listing.counts,
+        workers=lambda hosts: [worker_json(monitor, store, listing, host) for host in hosts])
     waiters = Waiters(socketio.server.eio.create_event)
 
     def task_changed(data: dict[str, Any]) -> None:
@@ -53,7 +56,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         waiters.notify(data)
 
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
-                      on_event=metrics.event, max_tasks=config["MAX_TASKS"],
+                      on_event=metrics.event, on_worker=broadcaster.worker_changed,
+                      max_tasks=config["MAX_TASKS"],
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"])
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
                            "newest_event_at": monitor.newest_event_at,

@@ -16,7 +16,9 @@ from tasks.registry import ENDED
 
 from .auth import api_access
 from .listing import MAX_LIMIT, ListingError, parse_time
+from .overview import overview
 from .taskjson import valid_id
+from .workers import all_workers
 
 bp = Blueprint("api", __name__)
 MAX_WAIT = 30.0
@@ -140,26 +142,18 @@ def task_counts() -> dict[str, Any]:
 @bp.get("/api/workers")
 @api_access
 def workers() -> dict[str, Any]:
-    """Every worker the monitor heard from, or that the registry saw run a task."""
-    monitor, listing, store = ext("pulse_monitor"), ext("pulse_listing"), ext("pulse_store")
-    known = {w.hostname: w for w in monitor.state.workers.values()}
-    # Hostnames only the registry knows are listed while they still have running tasks.
-    running = listing.page({"status": ["running"]}, 500).ids
-    running_on = {record.get("worker") for record in store.registry.get_many(running) if record}
-    out = []
-    for hostname in sorted(set(known) | (running_on - {None})):
-        worker = known.get(hostname)
-        page = listing.page({"status": ["running"], "worker": hostname}, 100)
-        out.append({
-            "hostname": hostname,
-            "online": bool(worker and worker.alive),
-            "last_heartbeat": worker.heartbeats[-1] if worker and worker.heartbeats else None,
-            "active": worker.active if worker else None,
-            "processed": worker.processed if worker else None,
-            "loadavg": worker.loadavg if worker else None,
-            "active_tasks": store.many_json(page.ids),
-        })
-    return {"workers": out}
+    """Every worker the monitor heard from, or that still has running tasks."""
+    return {"workers": all_workers(ext("pulse_monitor"), ext("pulse_store"), ext("pulse_listing"))}
+
+
+@bp.get("/api/overview")
+@api_access
+def get_overview() -> dict[str, Any]:
+    """Counts, throughput per minute over the last hour, failure rate, queues and warnings."""
+    monitor, upkeep = ext("pulse_monitor"), ext("pulse_maintenance")
+    online = sum(1 for w in monitor.state.workers.values() if w.alive)
+    return overview(ext("pulse_listing"), ext("pulse_redis"), ext("pulse_celery").conf.task_default_queue,
+                    online, upkeep.consumers, monitor.connected)
 
 
 @bp.get("/api/goals/<path:goal>")

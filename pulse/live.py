@@ -5,6 +5,7 @@ acknowledgement carries the current snapshot, later changes arrive as ``task`` e
 room, every change) or ``tasks`` events (dashboard room, coalesced to one per push interval).
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from flask_socketio import SocketIO, join_room, leave_room
 from . import auth
 from .taskjson import valid_id
 
+log = logging.getLogger(__name__)
+
 DASHBOARD_ROOM = "dashboard"
 
 
@@ -24,42 +27,77 @@ def task_room(task_id: str) -> str:
 
 
 class Broadcaster:
-    """Pushes task changes: at once to the task's room, coalesced to the dashboard room."""
+    """Pushes changes: a task's at once to its room; to the dashboard room, coalesced, the
+    changed tasks (every ``interval``), and the counts and changed workers (at most once a second)."""
 
     def __init__(self, socketio: SocketIO, interval: float = 0.1,
-                 on_push: Callable[[str], None] = lambda event: None) -> None:
+                 on_push: Callable[[str], None] = lambda event: None,
+                 counts: Callable[[], dict] | None = None,
+                 workers: Callable[[list[str]], list[dict]] | None = None,
+                 summary_interval: float = 1.0) -> None:
         self.socketio = socketio
         self.interval = interval
         self.on_push = on_push
+        self.counts = counts
+        self.workers = workers
+        self.summary_interval = summary_interval
         self._dirty: dict[str, dict[str, Any]] = {}
+        self._dirty_workers: set[str] = set()
+        self._counts_dirty = False
+        self._next_summary = 0.0
         self._lock = threading.Lock()
         self._stopping = False
 
     def task_changed(self, data: dict[str, Any]) -> None:
-        """Called by the monitor with the JSON of every task that changed."""
+        """Called with the JSON of every task that changed."""
         self.socketio.emit("task", data, to=task_room(data["id"]))
         self.on_push("task")
         with self._lock:
             self._dirty[data["id"]] = data  # a newer change replaces an unsent one
+            self._counts_dirty = True
+            if data.get("worker"):
+                self._dirty_workers.add(data["worker"])  # its active tasks changed
+
+    def worker_changed(self, hostname: str) -> None:
+        """Called for every worker event (heartbeats, online, offline)."""
+        with self._lock:
+            self._dirty_workers.add(hostname)
 
     def monitor_status(self, connected: bool) -> None:
         """Tell dashboards whether the event stream is up, so a page can show an outage."""
         self.socketio.emit("monitor", {"connected": connected, "at": time.time()}, to=DASHBOARD_ROOM)
 
-    def flush(self) -> int:
-        """Send the pending dashboard changes as one ``tasks`` event; returns how many."""
+    def flush(self, now: float | None = None) -> int:
+        """Send what changed to the dashboard room; returns how many tasks went out."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             batch, self._dirty = list(self._dirty.values()), {}
+            summary_due = now >= self._next_summary
+            counts_due = summary_due and self._counts_dirty and self.counts is not None
+            hosts = sorted(self._dirty_workers) if summary_due and self.workers is not None else []
+            if summary_due:
+                self._next_summary = now + self.summary_interval
+                self._counts_dirty = self._counts_dirty and not counts_due
+                self._dirty_workers -= set(hosts)
         if batch:
             self.socketio.emit("tasks", batch, to=DASHBOARD_ROOM)
             self.on_push("tasks")
+        if counts_due:
+            self.socketio.emit("counts", self.counts(), to=DASHBOARD_ROOM)
+            self.on_push("counts")
+        if hosts:
+            self.socketio.emit("workers", self.workers(hosts), to=DASHBOARD_ROOM)
+            self.on_push("workers")
         return len(batch)
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Flush every ``interval`` seconds until ``stop()``."""
+        """Flush every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
         while not self._stopping:
             sleep(self.interval)
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # Redis down while reading counts: the next flush retries
+                log.warning("pulse: dashboard push failed: %r", exc)
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,9 +1,10 @@
 """What only the web server's monitor can know, applied to the registry in the background.
 
 Every tick: tasks running on a worker that went offline or stopped heartbeating become
-``lost``. After each (re)connection of the event stream: active records are re-read against
-the result backend (reconcile). Now and then: records whose result Celery dropped become
-``expired``, and the registry is pruned to its retention and cap.
+``lost``. Every few ticks: which workers consume which queue (for the overview's warnings).
+After each (re)connection of the event stream: active records are re-read against the result
+backend (reconcile). Now and then: records whose result Celery dropped become ``expired``, and
+the registry is pruned to its retention and cap.
 """
 
 import logging
@@ -31,6 +32,7 @@ class Maintenance:
         interval: float = 2.0,
         prune_every: float = 60.0,
         sweep_batch: int = 500,
+        consumers_every: float = 10.0,
     ) -> None:
         self.store = store
         self.registry = store.registry
@@ -40,6 +42,9 @@ class Maintenance:
         self.interval = interval
         self.prune_every = prune_every
         self.sweep_batch = sweep_batch
+        self.consumers: dict[str, list[str]] | None = None  # queue -> workers, None until known
+        self.consumers_every = consumers_every
+        self._next_consumers = 0.0
         self._reconciled_for: float | None = None
         self._next_prune = 0.0
         self._sweep_offset = 0
@@ -92,6 +97,18 @@ class Maintenance:
             self.on_task(data)
         return changed
 
+    def read_consumers(self) -> dict[str, list[str]] | None:
+        """Which workers consume which queue, as the workers answer (None if none answered)."""
+        replies = self.monitor.celery.control.inspect(timeout=1.0).active_queues()
+        if replies is None:
+            # No worker answered: with workers online that is "unknown", with none it is "nobody".
+            return {} if not any(w.alive for w in self.monitor.state.workers.values()) else self.consumers
+        consumers: dict[str, list[str]] = {}
+        for worker, queues in replies.items():
+            for queue in queues or []:
+                consumers.setdefault(queue.get("name"), []).append(worker)
+        return consumers
+
     def _ids_at(self, index: str, offset: int, count: int) -> list[str]:
         key = f"{self.registry.prefix}i:{index}"
         return [as_text(i) for i in self.registry.client.zrange(key, offset, offset + count - 1)]
@@ -102,6 +119,9 @@ class Maintenance:
             sleep(self.interval)
             try:
                 self.tick()
+                if time.time() >= self._next_consumers:  # a broadcast that waits 1 s for replies
+                    self._next_consumers = time.time() + self.consumers_every
+                    self.consumers = self.read_consumers()
             except Exception as exc:  # Redis down: the next tick tries again
                 log.warning("pulse: registry upkeep failed: %r", exc)
 

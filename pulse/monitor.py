@@ -50,6 +50,7 @@ class Monitor:
         on_task: Callable[[dict[str, Any]], None] = lambda data: None,
         on_status: Callable[[bool], None] = lambda connected: None,
         on_event: Callable[[str], None] = lambda kind: None,
+        on_worker: Callable[[str], None] = lambda hostname: None,
         max_tasks: int = 10_000,
         idle_timeout: float = 10.0,
     ) -> None:
@@ -59,6 +60,7 @@ class Monitor:
         self.on_task = on_task
         self.on_status = on_status
         self.on_event = on_event
+        self.on_worker = on_worker
         self.idle_timeout = idle_timeout
         self.connected = False
         self.connected_since: float | None = None
@@ -83,6 +85,8 @@ class Monitor:
         if isinstance(stamp, int | float):
             self.newest_event_at = max(stamp, self.newest_event_at or stamp)
         self.state.event(event)
+        if kind.startswith("worker-") and event.get("hostname"):
+            self.on_worker(event["hostname"])
         if kind.startswith("task-"):
             data = self.store.apply_event(event)
             if data is not None:

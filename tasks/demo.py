@@ -17,8 +17,8 @@ def count(self, total: int = 100, delay: float = 0.05) -> int:
 
 
 @app.task(bind=True)
-def fail_with_details(self, step: int = 3, delay: float = 0.2) -> None:
-    """Progress up to ``step`` of 10, then fail with structured details."""
+def fail_with_details(self, step: int = 3, delay: float = 0.2, input: str | None = None) -> None:
+    """Progress up to ``step`` of 10, then fail with structured details (``input`` among them)."""
     step = int(step)
     for current in range(1, step + 1):
         time.sleep(float(delay))
@@ -28,7 +28,7 @@ def fail_with_details(self, step: int = 3, delay: float = 0.2) -> None:
         f"record {step} could not be parsed",
         exc_type=ValueError,
         step=step,
-        input=f"row-{step}: '12,abc'",
+        input=f"row-{step}: '12,abc'" if input is None else input,
         hint="check the CSV export settings",
     )
 
@@ -37,3 +37,9 @@ def fail_with_details(self, step: int = 3, delay: float = 0.2) -> None:
 def crash() -> None:
     """Raise ValueError plainly, to show Celery's own failure path."""
     raise ValueError("demo crash: something went wrong")
+
+
+@app.task
+def echo(value: object = None) -> object:
+    """Return ``value``: a task whose result is whatever it was given."""
+    return value

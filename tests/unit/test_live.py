@@ -76,9 +76,30 @@ def test_dashboard_gets_a_snapshot_then_coalesced_batches(app, socketio):
     assert dashboard.get_received() == []  # nothing goes out until the next flush
     assert broadcaster.flush() == 5
     received = dashboard.get_received()
-    assert len(received) == 1 and received[0]["name"] == "tasks"
+    assert [m["name"] for m in received] == ["tasks", "counts"]
     assert sorted(t["id"] for t in received[0]["args"][0]) == [f"dash-{n}" for n in range(5)]
+    assert received[1]["args"][0]["by_status"]["scheduled"] == 5
     assert broadcaster.flush() == 0
+    assert dashboard.get_received() == []
+
+
+def test_counts_and_workers_go_out_at_most_once_a_second(app, socketio):
+    broadcaster = app.extensions["pulse_live"]
+    dashboard = connect(app, socketio, auth={"token": TOKEN})
+    dashboard.emit("subscribe", {"dashboard": True}, callback=True)
+    app.extensions["pulse_monitor"].handle({"type": "worker-heartbeat", "hostname": "w9@h", "freq": 2.0,
+                                            "timestamp": 1.0, "local_received": 1.0})
+    changed(app, "c-1")
+    broadcaster.flush(now=100.0)
+    names = [m["name"] for m in dashboard.get_received()]
+    assert names == ["tasks", "counts", "workers"]
+    changed(app, "c-2")
+    broadcaster.flush(now=100.5)  # tasks at once; counts wait for the next second
+    assert [m["name"] for m in dashboard.get_received()] == ["tasks"]
+    broadcaster.flush(now=101.1)
+    received = dashboard.get_received()
+    assert [m["name"] for m in received] == ["counts"]
+    assert received[0]["args"][0]["total"] == 2
 
 
 def test_unsubscribe_leaves_the_room(app, socketio):

@@ -1,0 +1,32 @@
+"""The workers as Pulse shows them: the monitor's heartbeats plus their running tasks."""
+
+from typing import Any
+
+from .listing import Listing
+from .monitor import Monitor
+from .store import TaskStore
+
+
+def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: str) -> dict[str, Any]:
+    worker = monitor.state.workers.get(hostname)
+    page = listing.page({"status": ["running"], "worker": hostname}, 100)
+    last = worker.heartbeats[-1] if worker and worker.heartbeats else None
+    return {
+        "hostname": hostname,
+        "online": bool(worker and worker.alive),
+        "last_heartbeat": last,
+        # When the worker counts as offline if no heartbeat comes (Celery's own rule).
+        "expires_at": worker.heartbeat_expires if last is not None else None,
+        "active": worker.active if worker else None,
+        "processed": worker.processed if worker else None,
+        "loadavg": worker.loadavg if worker else None,
+        "active_tasks": store.many_json(page.ids),
+    }
+
+
+def all_workers(monitor: Monitor, store: TaskStore, listing: Listing) -> list[dict[str, Any]]:
+    """Workers the monitor heard from, and hostnames that still have running tasks."""
+    running = listing.page({"status": ["running"]}, 500).ids
+    running_on = {record.get("worker") for record in store.registry.get_many(running) if record}
+    names = {w.hostname for w in monitor.state.workers.values()} | (running_on - {None})
+    return [worker_json(monitor, store, listing, hostname) for hostname in sorted(names)]
