@@ -15,7 +15,7 @@ from flask import Flask, current_app, request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from . import auth
-from .taskjson import valid_id
+from .taskjson import summary, valid_id
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Broadcaster:
         self.socketio.emit("task", data, to=task_room(data["id"]))
         self.on_push("task")
         with self._lock:
-            self._dirty[data["id"]] = data  # a newer change replaces an unsent one
+            self._dirty[data["id"]] = summary(data)  # a newer change replaces an unsent one
             self._counts_dirty = True
             if data.get("worker"):
                 self._dirty_workers.add(data["worker"])  # its active tasks changed
@@ -123,7 +123,7 @@ def on_subscribe(data: Any = None) -> dict[str, Any]:
     store = current_app.extensions["pulse_store"]
     if data.get("dashboard") is True:
         join_room(DASHBOARD_ROOM)
-        return {"tasks": store.recent(current_app.config["SNAPSHOT_SIZE"])}
+        return {"tasks": [summary(t) for t in store.recent(current_app.config["SNAPSHOT_SIZE"])]}
     task_id = data.get("task")
     if not valid_id(task_id):
         return {"error": f"invalid task id {str(task_id)[:100]!r}"}

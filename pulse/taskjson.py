@@ -70,6 +70,15 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
     return out
 
 
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The task JSON without its progress history: what lists and the dashboard room carry.
+
+    With hundreds of tasks reporting, the history would multiply every batch's size; the task's
+    own room (the detail page) keeps it.
+    """
+    return {key: value for key, value in data.items() if key != "history"}
+
+
 def _progress(record: dict[str, Any], history: list) -> dict[str, Any] | None:
     last = record.get("progress")
     if record.get("state") == states.SUCCESS:

@@ -109,3 +109,18 @@ def test_unsubscribe_leaves_the_room(app, socketio):
     changed(app, "leave-1")
     assert client.get_received() == []
     assert "error" in client.emit("unsubscribe", "nonsense", callback=True)
+
+
+def test_the_dashboard_room_gets_no_progress_history(app, socketio):
+    registry = app.extensions["pulse_registry"]
+    registry.write("h-1", "running", fields={"progress": {"current": 1}}, point=(1.0, 1))
+    dashboard = connect(app, socketio, auth={"token": TOKEN})
+    watcher = connect(app, socketio, auth={"token": TOKEN})
+    snapshot = dashboard.emit("subscribe", {"dashboard": True}, callback=True)["tasks"]
+    assert snapshot and all("history" not in t for t in snapshot)
+    assert watcher.emit("subscribe", {"task": "h-1"}, callback=True)["task"]["history"] == [[1.0, 1.0]]
+    app.extensions["pulse_live"].task_changed(app.extensions["pulse_store"].get_json("h-1"))
+    app.extensions["pulse_live"].flush()
+    batch = next(m for m in dashboard.get_received() if m["name"] == "tasks")["args"][0]
+    assert "history" not in batch[0]
+    assert watcher.get_received()[0]["args"][0]["history"] == [[1.0, 1.0]]
