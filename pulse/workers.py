@@ -10,13 +10,14 @@ from .store import TaskStore
 def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: str) -> dict[str, Any]:
     worker = monitor.state.workers.get(hostname)
     page = listing.page({"status": ["running"], "worker": hostname}, 100)
-    last = worker.heartbeats[-1] if worker and worker.heartbeats else None
+    # A clean shutdown clears Celery's heartbeat list; its last event still says when it was seen.
+    last = worker.heartbeats[-1] if worker and worker.heartbeats else getattr(worker, "timestamp", None)
     return {
         "hostname": hostname,
         "online": bool(worker and worker.alive),
         "last_heartbeat": last,
         # When the worker counts as offline if no heartbeat comes (Celery's own rule).
-        "expires_at": worker.heartbeat_expires if last is not None else None,
+        "expires_at": worker.heartbeat_expires if worker and worker.heartbeats else None,
         "active": worker.active if worker else None,
         "processed": worker.processed if worker else None,
         "loadavg": worker.loadavg if worker else None,

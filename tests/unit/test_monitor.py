@@ -159,3 +159,16 @@ def test_monitor_reconnects_after_redis_restarts(tmp_path):
         devstack.stop(redis)
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_a_cleanly_stopped_worker_keeps_its_last_sighting(monitor):
+    from pulse.listing import Listing
+    from pulse.workers import worker_json
+
+    now = time.time()
+    monitor.handle({"type": "worker-heartbeat", "hostname": "bye@h", "timestamp": now - 3,
+                    "local_received": now - 3, "freq": 2.0})
+    monitor.handle({"type": "worker-offline", "hostname": "bye@h", "timestamp": now, "local_received": now})
+    data = worker_json(monitor, monitor.store, Listing(monitor.store.registry), "bye@h")
+    assert data["online"] is False and data["expires_at"] is None
+    assert data["last_heartbeat"] == pytest.approx(now)
