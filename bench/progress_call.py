@@ -24,14 +24,14 @@ def main(calls: int = 100_000, baseline_calls: int = 2_000, rounds: int = 3) -> 
         try:
             app = make_celery({"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
 
-            @app.task(bind=True)
+            @app.task(bind=True, shared=False)
             def pulse_loop(self, n):
                 start = time.perf_counter()
                 for i in range(n):
                     report_progress(self, i, n, "working")
                 return (time.perf_counter() - start) / n
 
-            @app.task(bind=True)
+            @app.task(bind=True, shared=False)
             def update_state_loop(self, n):
                 start = time.perf_counter()
                 for i in range(n):

@@ -16,16 +16,18 @@ from flask_socketio import SocketIO
 
 from tasks.celery import make_celery
 
-from . import api, auth, commands, live, pages
+from . import api, auth, commands, embed, live, pages
 from .actions import Actions
 from .audit import AuditLog
 from .config import load_config
+from .groups import describe_unit
 from .listing import Listing
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .monitor import Monitor
 from .results import use_lookup_only_backend
 from .store import TaskStore
+from .taskjson import public_view
 from .waiters import Waiters
 from .workers import worker_json
 
@@ -42,13 +44,15 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     celery_app = make_celery(env)
     use_lookup_only_backend(celery_app)
     registry = celery_app.pulse_registry
-    socketio = SocketIO(app, async_mode=config["ASYNC_MODE"])
+    socketio = SocketIO(app, async_mode=config["ASYNC_MODE"],
+                        cors_allowed_origins=embed.socket_origins(config["EMBED_ORIGINS"]))
     metrics = Metrics()
     store = TaskStore(registry, celery_app)
     listing = Listing(registry)
     broadcaster = live.Broadcaster(
         socketio, config["PUSH_INTERVAL"], on_push=metrics.push, counts=listing.counts,
-        workers=lambda hosts: [worker_json(monitor, store, listing, host) for host in hosts])
+        workers=lambda hosts: [worker_json(monitor, store, listing, host) for host in hosts],
+        unit=lambda unit_id, public: describe_unit(store, unit_id, public_view if public else lambda t: t))
     waiters = Waiters(socketio.server.eio.create_event)
 
     def task_changed(data: dict[str, Any]) -> None:
@@ -82,6 +86,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
     commands.init_app(app)
+    embed.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)
     return app

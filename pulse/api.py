@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
@@ -15,9 +15,10 @@ from werkzeug.routing import PathConverter
 from tasks.registry import ENDED
 
 from .auth import api_access
+from .grants import covers_task, reader_or_grant
 from .listing import MAX_LIMIT, ListingError, parse_time
 from .overview import overview
-from .taskjson import valid_id
+from .taskjson import public_view, valid_id
 from .workers import all_workers
 
 bp = Blueprint("api", __name__)
@@ -83,14 +84,18 @@ def _wait_seconds() -> float | None:
 
 
 @bp.get("/api/tasks/<path:task_id>")
-@api_access
+@reader_or_grant
 def get_task(task_id: str) -> Any:
     """The task JSON; 404 with status ``unknown`` for an id never seen, 400 for a malformed one.
 
-    ``?wait=N`` holds the answer up to N seconds (at most 30) until the task has ended.
+    ``?wait=N`` holds the answer up to N seconds (at most 30) until the task has ended. A
+    per-task token (header or ``?token=``) reads its own task, in the public view.
     """
     if not valid_id(task_id):
         return bad_id()
+    grant = g.grant
+    if grant is not None and not covers_task(ext("pulse_registry"), grant, task_id):
+        return {"error": "this token does not grant that task"}, 403
     try:
         wait = _wait_seconds()
     except ListingError as exc:
@@ -105,7 +110,7 @@ def get_task(task_id: str) -> Any:
         data = store.describe(task_id)
     if data["status"] == "unknown":
         return {**data, "error": f"no task with id {task_id!r} has been seen"}, 404
-    return data
+    return data if grant is None else public_view(data, can_cancel=grant.cancel)
 
 
 def _filters() -> dict[str, Any]:

@@ -42,7 +42,7 @@ def role_for_token(token: Any) -> str | None:
     return OPERATOR if operator else VIEWER if viewer else None
 
 
-def _bearer() -> str | None:
+def bearer_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
@@ -64,7 +64,7 @@ def api_access(view: Callable) -> Callable:
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        token = _bearer()
+        token = bearer_token()
         mutating = request.method not in SAFE_METHODS
         if token is not None:
             role = role_for_token(token)
@@ -85,7 +85,7 @@ def api_access(view: Callable) -> Callable:
 
 def actor() -> str:
     """Who is acting, for the audit log: the role, how it authenticated, and from where."""
-    token = _bearer()
+    token = bearer_token()
     role = role_for_token(token) if token is not None else session.get("role")
     how = "token" if token is not None else "session"
     return f"{role} ({how}) from {request.remote_addr}"

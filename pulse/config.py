@@ -4,11 +4,11 @@ Celery's own settings (REDIS_URL, progress interval) are read by ``tasks.celery`
 server builds its Celery app from the same mapping, so both sides always agree.
 """
 
-import hashlib
-import hmac
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from tasks.tokens import secret_from_env
 
 ASYNC_MODES = ("eventlet", "threading")
 DEMO_TASKS = ("tasks.demo.count", "tasks.demo.fail_with_details", "tasks.demo.crash")
@@ -45,6 +45,15 @@ def _at_least(minimum: float) -> Callable[[str], float]:
     return cast
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = _names(raw)
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], no path")
+    return origins
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
@@ -63,12 +72,13 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     mode = env.get("PULSE_ASYNC_MODE") or "eventlet"
     if mode not in ASYNC_MODES:
         raise ConfigError(f"PULSE_ASYNC_MODE={mode!r} is invalid: use one of {', '.join(ASYNC_MODES)}")
-    # Derived from the token so that several servers agree and a new token logs everyone out.
-    derived = hmac.new(token.encode(), b"pulse-session-key", hashlib.sha256).hexdigest()
     return {
         "PULSE_TOKEN": token,
         "VIEWER_TOKEN": viewer,
-        "SECRET_KEY": env.get("PULSE_SECRET_KEY") or derived,
+        # Derived from the token by default, so several servers agree and a new token logs
+        # everyone out; host apps derive the same secret to mint per-task tokens.
+        "SECRET_KEY": secret_from_env({"PULSE_TOKEN": token, **env}),
+        "EMBED_ORIGINS": _read(env, "PULSE_EMBED_ORIGINS", _origins, ()),
         "ASYNC_MODE": mode,
         "HOST": env.get("HOST") or "127.0.0.1",
         "PORT": _read(env, "PORT", _port, 5000),

@@ -9,13 +9,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, request, session
 from flask_socketio import SocketIO, join_room, leave_room
 
-from . import auth
-from .taskjson import summary, valid_id
+from tasks.tokens import Grant, TokenError
+
+from . import auth, grants
+from .embed import own_origin
+from .groups import describe_unit, units_of
+from .taskjson import public_view, summary, valid_id
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,14 @@ def task_room(task_id: str) -> str:
     return f"task:{task_id}"
 
 
+def public_room(task_id: str, can_cancel: bool = False) -> str:
+    return f"{'ctask' if can_cancel else 'ptask'}:{task_id}"
+
+
+def unit_room(unit_id: str, public: bool) -> str:
+    return f"{'pgroup' if public else 'group'}:{unit_id}"
+
+
 class Broadcaster:
     """Pushes changes: a task's at once to its room; to the dashboard room, coalesced, the
     changed tasks (every ``interval``), and the counts and changed workers (at most once a second)."""
@@ -34,12 +47,15 @@ class Broadcaster:
                  on_push: Callable[[str], None] = lambda event: None,
                  counts: Callable[[], dict] | None = None,
                  workers: Callable[[list[str]], list[dict]] | None = None,
+                 unit: Callable[[str, bool], dict | None] | None = None,
                  summary_interval: float = 1.0) -> None:
         self.socketio = socketio
         self.interval = interval
         self.on_push = on_push
         self.counts = counts
         self.workers = workers
+        self.unit = unit
+        self._dirty_units: set[str] = set()
         self.summary_interval = summary_interval
         self._dirty: dict[str, dict[str, Any]] = {}
         self._dirty_workers: set[str] = set()
@@ -51,8 +67,12 @@ class Broadcaster:
     def task_changed(self, data: dict[str, Any]) -> None:
         """Called with the JSON of every task that changed."""
         self.socketio.emit("task", data, to=task_room(data["id"]))
+        # Token holders get the public view; those allowed to cancel are told they may.
+        self.socketio.emit("task", public_view(data), to=public_room(data["id"]))
+        self.socketio.emit("task", public_view(data, can_cancel=True), to=public_room(data["id"], True))
         self.on_push("task")
         with self._lock:
+            self._dirty_units.update(units_of(data))
             self._dirty[data["id"]] = summary(data)  # a newer change replaces an unsent one
             self._counts_dirty = True
             if data.get("worker"):
@@ -72,6 +92,7 @@ class Broadcaster:
         now = time.monotonic() if now is None else now
         with self._lock:
             batch, self._dirty = list(self._dirty.values()), {}
+            units, self._dirty_units = self._dirty_units, set()
             summary_due = now >= self._next_summary
             counts_due = summary_due and self._counts_dirty and self.counts is not None
             hosts = sorted(self._dirty_workers) if summary_due and self.workers is not None else []
@@ -82,6 +103,11 @@ class Broadcaster:
         if batch:
             self.socketio.emit("tasks", batch, to=DASHBOARD_ROOM)
             self.on_push("tasks")
+        for unit_id in units if self.unit is not None else ():
+            for public in (False, True):
+                data = self.unit(unit_id, public)
+                if data is not None:
+                    self.socketio.emit("group", data, to=unit_room(unit_id, public))
         if counts_due:
             self.socketio.emit("counts", self.counts(), to=DASHBOARD_ROOM)
             self.on_push("counts")
@@ -104,12 +130,36 @@ class Broadcaster:
 
 
 def on_connect(auth_payload: Any = None) -> None:
-    """Refuse a connection that has neither a valid token in its auth payload nor a session."""
-    if auth.socket_role(auth_payload) is None:
+    """Accept the operator or viewer (token or session), or a per-task token; refuse the rest.
+
+    A connection from another origin (an embedding page) must use a per-task token.
+    """
+    token = auth_payload.get("token") if isinstance(auth_payload, dict) else None
+    grant = None
+    if token is not None:
+        role = auth.role_for_token(token)
+        if role is None:
+            try:
+                grant = grants.check(token)
+            except TokenError as exc:
+                raise ConnectionRefusedError(str(exc)) from None
+    else:
+        role = session.get("role")
+    origin = request.headers.get("Origin")
+    if origin and origin != own_origin(request.environ) and grant is None:
+        raise ConnectionRefusedError("connections from another origin need a per-task token")
+    if role is None and grant is None:
         raise ConnectionRefusedError(
             'unauthorized: pass {"token": "<PULSE_TOKEN>"} as the auth payload, or log in'
         )
+    # Flask-SocketIO keeps a session per connection, in memory: the grant stays with this socket.
+    session["pulse_grant"] = asdict(grant) if grant is not None else None
     current_app.extensions["pulse_metrics"].clients.inc()
+
+
+def _grant() -> Grant | None:
+    stored = session.get("pulse_grant")
+    return Grant(**stored) if stored else None
 
 
 def on_disconnect(reason: Any = None) -> None:
@@ -117,18 +167,40 @@ def on_disconnect(reason: Any = None) -> None:
 
 
 def on_subscribe(data: Any = None) -> dict[str, Any]:
-    """Join a task's room or the dashboard room; the acknowledgement is the snapshot."""
+    """Join a task's, a group's or the dashboard room; the acknowledgement is the snapshot."""
     if not isinstance(data, dict):
-        return {"error": 'subscribe takes {"task": "<id>"} or {"dashboard": true}'}
-    store = current_app.extensions["pulse_store"]
+        return {"error": 'subscribe takes {"task": "<id>"}, {"group": "<id>"} or {"dashboard": true}'}
+    store, grant = current_app.extensions["pulse_store"], _grant()
     if data.get("dashboard") is True:
+        if grant is not None:
+            return {"error": "a per-task token cannot watch the dashboard"}
         join_room(DASHBOARD_ROOM)
         return {"tasks": [summary(t) for t in store.recent(current_app.config["SNAPSHOT_SIZE"])]}
+    if "group" in data:
+        return _subscribe_group(store, grant, data["group"])
     task_id = data.get("task")
     if not valid_id(task_id):
         return {"error": f"invalid task id {str(task_id)[:100]!r}"}
-    join_room(task_room(task_id))
-    return {"task": store.describe(task_id)}
+    if grant is None:
+        join_room(task_room(task_id))
+        return {"task": store.describe(task_id)}
+    if not grants.covers_task(store.registry, grant, task_id):
+        return {"error": "this token does not grant that task"}
+    join_room(public_room(task_id, grant.cancel))
+    return {"task": public_view(store.describe(task_id), can_cancel=grant.cancel)}
+
+
+def _subscribe_group(store, grant: Grant | None, group_id: Any) -> dict[str, Any]:
+    if not valid_id(group_id):
+        return {"error": f"invalid group id {str(group_id)[:100]!r}"}
+    if grant is not None and grant.group_id != group_id:
+        return {"error": "this token does not grant that group"}
+    public = grant is not None
+    unit = describe_unit(store, group_id, public_view if public else (lambda task: task))
+    if unit is None:
+        return {"error": f"no group or chain with id {group_id!r} has been seen"}
+    join_room(unit_room(group_id, public))
+    return {"group": unit}
 
 
 def on_unsubscribe(data: Any = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ STATUS_BY_STATE = {
 FIELDS = (
     "name", "state", "progress", "result", "failure", "worker", "queue", "args", "kwargs", "retries",
     "sent_at", "received_at", "started_at", "finished_at", "runtime", "parent_id", "root_id",
-    "group_id", "chain", "chain_of", "goal", "replay_of", "replayed_by", "revoke_requested_at",
+    "group_id", "chain", "chain_of", "chord_of", "goal", "replay_of", "replayed_by", "revoke_requested_at",
     "revoke_reason", "last_error", "created_at", "updated_at",
 )
 RATE_WINDOW = 10  # history points used for the rate
@@ -67,6 +67,25 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
         can_revoke=status in ACTIVE,
         is_resolved=status in RESOLVED,
     )
+    return out
+
+
+PUBLIC_FIELDS = ("id", "name", "status", "state", "progress", "result", "started_at", "finished_at",
+                 "retries", "replay_of", "replayed_by", "revoke_requested_at")
+
+
+def public_view(data: dict[str, Any], can_cancel: bool = False) -> dict[str, Any]:
+    """What a per-task token may see: status, progress, result, and of a failure only its
+    type, message and the details the task chose to expose (no traceback, arguments or worker)."""
+    out = {field: data.get(field) for field in PUBLIC_FIELDS}
+    failure = data.get("failure")
+    if failure is not None:
+        exposed = set(failure.get("exposed") or ())
+        details = {key: value for key, value in (failure.get("details") or {}).items() if key in exposed}
+        failure = {"exc_type": failure.get("exc_type"), "exc_message": failure.get("exc_message"),
+                   "details": details}
+    out["failure"] = failure
+    out["can_cancel"] = bool(can_cancel and data.get("can_revoke"))
     return out
 
 

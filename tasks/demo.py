@@ -30,6 +30,7 @@ def fail_with_details(self, step: int = 3, delay: float = 0.2, input: str | None
         step=step,
         input=f"row-{step}: '12,abc'" if input is None else input,
         hint="check the CSV export settings",
+        expose=("step", "hint"),  # the widget may show these to the end user; not the input
     )
 
 

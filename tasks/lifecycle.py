@@ -57,6 +57,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
         "parent_id": headers.get("parent_id"),
         "root_id": headers.get("root_id"),
         "group_id": headers.get("group"),
+        "group_index": headers.get("group_index"),
         "call": _replayable_call(args, kwargs),
     }
     steps = [sig for sig in reversed((embed or {}).get("chain") or []) if isinstance(sig, dict)]
@@ -73,6 +74,14 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
                 "kwargs": repr(sig.get("kwargs") or {})[:REPR_LIMIT], "root_id": headers.get("root_id"),
                 "chain_of": headers["id"], "call": _replayable_call(sig.get("args"), sig.get("kwargs")),
             }, client=pipe)
+    body_sig = (embed or {}).get("chord")
+    body_id = body_sig.get("options", {}).get("task_id") if isinstance(body_sig, dict) else None
+    if body_id and headers.get("group"):
+        # A chord's header members carry its body: record it as waiting for the header.
+        registry.write(body_id, "unstarted", fill={
+            "name": body_sig.get("task"), "chord_of": headers["group"], "root_id": headers.get("root_id"),
+            "call": _replayable_call(body_sig.get("args"), body_sig.get("kwargs"))}, client=pipe)
+        pipe.set(f"{registry.prefix}chord:{headers['group']}", body_id, ex=int(registry.retention))
     pipe.execute()
 
 

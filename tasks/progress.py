@@ -10,6 +10,7 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from celery import Task, states
@@ -115,14 +116,17 @@ def fail(
     task: Task,
     message: Any,
     exc_type: type[BaseException] | str = TaskFailure,
+    expose: Iterable[str] = (),
     **details: Any,
 ) -> NoReturn:
     """Fail the task with structured details, then raise ``Ignore`` (the Ignore() pattern).
 
     Stores state FAILURE with ``exc_type``, ``exc_message``, ``exc_module``, the custom
     ``details`` and the traceback, and sends a ``task-failed`` event carrying them (a raised
-    ``Ignore`` sends no event by itself). If the failure cannot be stored, the exception is
-    raised instead of ``Ignore`` so that Celery's own failure handling still records it.
+    ``Ignore`` sends no event by itself). ``expose`` names the details that holders of a per-task
+    token (the widget on the host application's page) may see; operators see them all. If the
+    failure cannot be stored, the exception is raised instead of ``Ignore`` so that Celery's own
+    failure handling still records it.
     """
     meta = failure_meta(message, exc_type, details)
     exception = f"{meta['exc_type']}({meta['exc_message'][0]!r})"
@@ -137,7 +141,8 @@ def fail(
         _record(task, "failed", {
             "state": states.FAILURE, "finished_at": time.time(), "has_result": True,
             "failure": {"exc_type": meta["exc_type"], "exc_message": meta["exc_message"][0],
-                        "traceback": bounded_text(tb), "details": details},
+                        "traceback": bounded_text(tb), "details": details,
+                        "exposed": [name for name in expose if name in details]},
         })
         lifecycle.abandon_chain(task, task.request)
         task.send_event(

@@ -22,7 +22,7 @@ ENDED = frozenset({"finished", "failed", "revoked", "lost", "abandoned", "replay
 RESOLVED = frozenset({"finished", "revoked", "replayed", "skipped", "abandoned"})
 ACTIVE = frozenset({"unstarted", "scheduled", "running", "retrying"})
 # Stored as plain strings, because the Lua script compares and indexes them.
-RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue"})
+RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue", "group_id"})
 FLOAT_FIELDS = frozenset({"created_at", "updated_at"})
 
 

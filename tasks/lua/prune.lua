@@ -8,9 +8,9 @@ local deleted = 0
 
 local function drop(id)
   local key = prefix .. 't:' .. id
-  local f = redis.call('HMGET', key, 'status', 'state', 'name', 'worker')
-  local names = {'status', 'state', 'name', 'worker'}
-  for i = 1, 4 do
+  local f = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'group_id')
+  local names = {'status', 'state', 'name', 'worker', 'group'}
+  for i = 1, 5 do
     if f[i] then redis.call('ZREM', prefix .. 'i:' .. names[i] .. ':' .. f[i], id) end
   end
   redis.call('ZREM', prefix .. 'i:all', id)

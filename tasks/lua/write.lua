@@ -33,7 +33,7 @@ local function allowed()
   return (RANK[status] or 0) >= rank
 end
 
-local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue')
+local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
 local apply = allowed()
 -- A repeated terminal status (the worker's signal and the monitor's event both report the
 -- finish) only fills gaps: the first, fuller report wins.
@@ -63,7 +63,7 @@ if apply and point ~= '' then
 end
 
 local score = tonumber(redis.call('HGET', key, 'created_at'))
-local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue')
+local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
 local fields = {'status', 'state', 'name', 'worker'}
 for f = 1, 4 do
   if old[f] ~= new[f] then
@@ -74,6 +74,7 @@ end
 if new[3] and new[3] ~= old[3] then redis.call('SADD', prefix .. 'names', new[3]) end
 if new[4] and new[4] ~= old[4] then redis.call('SADD', prefix .. 'workers', new[4]) end
 if new[5] and new[5] ~= old[5] then redis.call('SADD', prefix .. 'queues', new[5]) end
+if new[6] and new[6] ~= old[6] then redis.call('ZADD', prefix .. 'i:group:' .. new[6], score, id) end
 -- Throughput per minute, counted once: when a record enters finished or failed.
 if new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'failed') then
   local bucket = prefix .. 'tp:' .. math.floor(now / 60)

@@ -288,7 +288,7 @@ def test_the_audit_log_lists_actions_newest_first(stack):
     everything = stack.api("GET", "/api/audit", params={"limit": 1000}).json()["entries"]
     actions = {entry["action"] for entry in everything}
     assert {"launch", "forget", "purge"} <= actions
-    assert actions <= {"launch", "revoke", "replay", "skip", "forget", "purge"}
+    assert actions <= {"launch", "revoke", "replay", "skip", "forget", "purge", "token", "revoke-tokens"}
     assert len(stack.api("GET", "/api/audit", params={"limit": 2}).json()["entries"]) == 2
     for bad in ("0", "1001", "many"):
         assert stack.api("GET", "/api/audit", params={"limit": bad}).status_code == 400

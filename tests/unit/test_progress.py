@@ -56,7 +56,7 @@ def test_progress_meta_caps_huge_messages():
 def test_tight_loop_is_throttled_but_first_and_final_calls_go_out(redis_url):
     app = make_app(redis_url, interval="30")
 
-    @app.task(bind=True, base=Recording)
+    @app.task(bind=True, base=Recording, shared=False)
     def loop(self):
         return [report_progress(self, i, 1000, f"item {i}") for i in range(1, 1001)]
 
@@ -72,7 +72,7 @@ def test_tight_loop_is_throttled_but_first_and_final_calls_go_out(redis_url):
 def test_every_call_goes_out_with_no_interval(redis_url):
     app = make_app(redis_url, interval="0")
 
-    @app.task(bind=True, base=Recording)
+    @app.task(bind=True, base=Recording, shared=False)
     def loop(self):
         return [report_progress(self, i, None, "working") for i in range(5)]
 
@@ -85,7 +85,7 @@ def test_every_call_goes_out_with_no_interval(redis_url):
 def test_progress_is_stored_durably_as_PROGRESS(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True)
+    @app.task(bind=True, shared=False)
     def half(self):
         report_progress(self, 5, 10, "halfway")
         return self.request.id
@@ -100,7 +100,7 @@ def test_progress_is_stored_durably_as_PROGRESS(redis_url):
 def test_progress_outside_a_task_is_a_no_op(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True, base=Recording)
+    @app.task(bind=True, base=Recording, shared=False)
     def plain(self):
         return None
 
@@ -117,7 +117,7 @@ def test_unreachable_redis_never_fails_the_task_and_pauses_reporting():
     app.pulse_registry.write = lambda task_id, *args, **kwargs: (attempts.append(task_id),
                                                                  write(task_id, *args, **kwargs))[1]
 
-    @app.task(bind=True, base=Recording)
+    @app.task(bind=True, base=Recording, shared=False)
     def loop(self):
         results = [report_progress(self, i, 3) for i in (1, 2, 3)]
         return results, self.request.pulse_outage, self.request.id
@@ -134,7 +134,7 @@ def test_unreachable_redis_never_fails_the_task_and_pauses_reporting():
 def test_fail_stores_structured_failure_and_raises_ignore(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True, base=Recording)
+    @app.task(bind=True, base=Recording, shared=False)
     def broken(self):
         try:
             int("abc")
@@ -160,7 +160,7 @@ def test_fail_stores_structured_failure_and_raises_ignore(redis_url):
 def test_celery_reads_the_structured_failure(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True)
+    @app.task(bind=True, shared=False)
     def broken(self):
         fail(self, "custom failure", code=42)
 
@@ -175,7 +175,7 @@ def test_celery_reads_the_structured_failure(redis_url):
 def test_fail_rejects_reserved_detail_names(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True)
+    @app.task(bind=True, shared=False)
     def broken(self):
         fail(self, "x", exc_module="os")
 
@@ -186,7 +186,7 @@ def test_fail_rejects_reserved_detail_names(redis_url):
 def test_fail_bounds_non_json_details(redis_url):
     app = make_app(redis_url)
 
-    @app.task(bind=True)
+    @app.task(bind=True, shared=False)
     def broken(self):
         fail(self, "x", obj=object(), blob="y" * 100_000)
 
@@ -198,7 +198,7 @@ def test_fail_bounds_non_json_details(redis_url):
 def test_fail_with_redis_down_raises_a_plain_failure():
     app = make_celery({"REDIS_URL": "redis://127.0.0.1:1/0", "PULSE_REDIS_TIMEOUT": "1"})
 
-    @app.task(bind=True)
+    @app.task(bind=True, shared=False)
     def broken(self):
         fail(self, "cannot store this")
 
