@@ -43,32 +43,33 @@ def _mint_options() -> tuple[float, bool]:
     return float(ttl), cancel
 
 
+def _mint(kind: str, scope_id: str) -> Any:
+    if not valid_id(scope_id):
+        return bad_id()
+    ttl, cancel = _mint_options()
+    store = ext("pulse_store")
+    known = store.describe(scope_id)["status"] != "unknown" if kind == "task" else \
+        describe_unit(store, scope_id) is not None
+    if not known:
+        raise ActionError(404, f"no {kind} with id {scope_id!r} has been seen")
+    token, expires = mint_token(current_app.config["SECRET_KEY"], ttl=ttl, cancel=cancel,
+                                **{f"{kind}_id": scope_id})
+    ext("pulse_audit").append(actor(), "token", scope_id, kind=kind, ttl=ttl, cancel=cancel)
+    return {"token": token, "expires_at": expires, kind: scope_id}
+
+
 @bp.post("/api/tasks/<task_id>/token")
 @api_access
 def task_token(task_id: str) -> Any:
     """Mint a read-only (optionally cancel-capable) token for one task."""
-    if not valid_id(task_id):
-        return bad_id()
-    ttl, cancel = _mint_options()
-    if ext("pulse_store").describe(task_id)["status"] == "unknown":
-        raise ActionError(404, f"no task with id {task_id!r} has been seen")
-    token, expires = mint_token(current_app.config["SECRET_KEY"], task_id=task_id, ttl=ttl, cancel=cancel)
-    ext("pulse_audit").append(actor(), "token", task_id, ttl=ttl, cancel=cancel)
-    return {"token": token, "expires_at": expires, "task": task_id}
+    return _mint("task", task_id)
 
 
 @bp.post("/api/groups/<group_id>/token")
 @api_access
 def group_token(group_id: str) -> Any:
     """Mint a read-only token for one group, chord or chain."""
-    if not valid_id(group_id):
-        return bad_id()
-    ttl, cancel = _mint_options()
-    if describe_unit(ext("pulse_store"), group_id) is None:
-        raise ActionError(404, f"no group or chain with id {group_id!r} has been seen")
-    token, expires = mint_token(current_app.config["SECRET_KEY"], group_id=group_id, ttl=ttl, cancel=cancel)
-    ext("pulse_audit").append(actor(), "token", None, group=group_id, ttl=ttl)
-    return {"token": token, "expires_at": expires, "group": group_id}
+    return _mint("group", group_id)
 
 
 @bp.delete("/api/tasks/<task_id>/tokens")

@@ -7,9 +7,12 @@ Logs go to test-artifacts/ so a CI failure can be read afterwards.
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
+import redis
 import requests
 import socketio
 
@@ -125,3 +128,27 @@ def stack(redis_url, worker) -> Iterator[Stack]:
     yield running
     devstack.stop(proc)
     log.close()
+
+
+def db_url(redis_url: str, db: int) -> str:
+    """The same Redis, another database: for tests that need a registry and queues of their own."""
+    return redis_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def flush_db(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@contextmanager
+def own_server(url: str, name: str, **extra: str) -> Iterator[tuple[Popen, Stack]]:
+    """A web server of the test's own on ``url``, stopped by PID on the way out."""
+    proc, log, stack = start_server(url, name, **extra)
+    try:
+        yield proc, stack
+    finally:
+        devstack.stop(proc)
+        log.close()

@@ -5,6 +5,7 @@ here is skipped (with the reason) when it is missing.
 """
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -79,3 +80,20 @@ def logged_in_page(page, stack) -> Iterator:
     log_in(page, stack)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=TIMEOUT_MS)
     yield page
+
+
+def watch_bar_to_100(bar) -> list[int]:
+    """Sample a progress bar's aria-valuenow until it reads 100; assert it moved live and never
+    went backwards. Returns the values seen."""
+    seen: list[str | None] = []
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        seen.append(bar.get_attribute("aria-valuenow"))
+        if seen[-1] == "100":
+            break
+        time.sleep(0.05)
+    values = [int(value) for value in seen if value is not None]
+    assert values and values[-1] == 100, f"the bar never reached 100; saw {sorted(set(seen), key=str)}"
+    assert any(0 < value < 100 for value in values), f"the bar jumped without moving live: {values}"
+    assert values == sorted(values), f"the bar went backwards: {values}"
+    return values

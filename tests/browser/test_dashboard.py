@@ -3,7 +3,6 @@ tasks, failures, several tasks at once."""
 
 import json
 import re
-import time
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -11,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import ARTIFACTS, ROOT
 
-from .conftest import TIMEOUT_MS
+from .conftest import TIMEOUT_MS, watch_bar_to_100
 
 pytestmark = pytest.mark.browser
 # The colour of --finished in static/pulse.css, as the browser computes it (the palette may be tuned).
@@ -73,17 +72,7 @@ def test_count_bar_fills_live_and_turns_green(logged_in_page, stack, js_errors):
     expect(bar).to_have_attribute("aria-valuemin", "0")
     expect(bar).to_have_attribute("aria-valuemax", "100")
 
-    seen: list[str | None] = []
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        seen.append(bar.get_attribute("aria-valuenow"))
-        if seen[-1] == "100":
-            break
-        time.sleep(0.05)
-    values = [int(value) for value in seen if value is not None]
-    assert values and values[-1] == 100, f"the bar never reached 100; saw {sorted(set(seen), key=str)}"
-    assert any(0 < value < 100 for value in values), f"the bar jumped without moving live: {values}"
-    assert values == sorted(values), f"the bar went backwards: {values}"
+    watch_bar_to_100(bar)
 
     expect(task).to_have_attribute("data-status", "finished", timeout=TIMEOUT_MS)
     expect(task.locator(".task-status")).to_have_text("finished")

@@ -12,7 +12,7 @@ from pulse.results import use_lookup_only_backend
 from tasks.celery import make_celery
 from tests.conftest import ARTIFACTS, ROOT, start_server
 
-from .conftest import TIMEOUT_MS
+from .conftest import TIMEOUT_MS, watch_bar_to_100
 
 pytestmark = pytest.mark.browser
 VIEWER_TOKEN = "viewer-token-0123456789"
@@ -139,17 +139,7 @@ def test_a_new_task_appears_and_its_bar_moves_live(logged_in_page, stack, js_err
     expect(bar).to_have_attribute("aria-valuemin", "0")
     expect(bar).to_have_attribute("aria-valuemax", "100")
 
-    seen: list[str | None] = []
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while time.monotonic() < deadline:
-        seen.append(bar.get_attribute("aria-valuenow"))
-        if seen[-1] == "100":
-            break
-        time.sleep(0.05)
-    values = [int(value) for value in seen if value is not None]
-    assert values and values[-1] == 100, f"the bar never reached 100; saw {sorted(set(seen), key=str)}"
-    assert any(0 < value < 100 for value in values), f"the bar jumped without moving live: {values}"
-    assert values == sorted(values), f"the bar went backwards: {values}"
+    watch_bar_to_100(bar)
     expect(task).to_have_attribute("data-status", "finished")
     expect(task.locator(".badge")).to_have_text("finished")
     expect(task.locator(".progress-text")).to_contain_text("100%")

@@ -13,12 +13,11 @@ from contextlib import contextmanager
 from subprocess import Popen
 
 import pytest
-import redis
 
 from pulse import devstack
 from tasks.celery import make_celery
 
-from ..conftest import ARTIFACTS, Stack, server_env, start_server, wait_until
+from ..conftest import ARTIFACTS, Stack, db_url, flush_db, own_server, server_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -26,26 +25,7 @@ RESTART_DB, LOST_DB = 6, 7
 LOST_AFTER = 4.0
 
 
-def db_url(redis_url: str, db: int) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{db}"
 
-
-def flush(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-@contextmanager
-def own_server(url: str, name: str, **extra: str) -> Iterator[tuple[Popen, Stack]]:
-    proc, log, stack = start_server(url, name, **extra)
-    try:
-        yield proc, stack
-    finally:
-        devstack.stop(proc)
-        log.close()
 
 
 @contextmanager
@@ -90,7 +70,7 @@ def progressed(stack: Stack, task_id: str, at_least: float) -> dict:
 
 def test_tasks_that_ran_while_the_server_was_down_show_their_final_status(redis_url):
     url = db_url(redis_url, RESTART_DB)
-    flush(url)
+    flush_db(url)
     with own_worker(url, "restartworker"):
         with own_server(url, "web-restart-a") as (proc_a, first):
             seen = first.launch("tasks.demo.count", total=2, delay=0.01)
@@ -142,7 +122,7 @@ def test_tasks_that_ran_while_the_server_was_down_show_their_final_status(redis_
 @pytest.fixture(scope="module")
 def lost_stack(redis_url) -> Iterator[Stack]:
     url = db_url(redis_url, LOST_DB)
-    flush(url)
+    flush_db(url)
     with own_server(url, "web-lost", PULSE_LOST_AFTER=str(LOST_AFTER),
                     PULSE_MAINTENANCE_INTERVAL="0.5") as (_proc, stack):
         yield stack

@@ -13,19 +13,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from pulse import devstack
 from tasks.celery import make_celery
 
-from ..conftest import Stack, start_server, wait_until
+from ..conftest import Stack, db_url, flush_db, own_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,27 +30,7 @@ IDLE_DB, PAGING_DB, PRUNE_DB = 3, 4, 5
 MISSING_ID = "0b4d5c1e-2f7a-4c43-9a8e-000000000000"
 
 
-def db_url(redis_url: str, db: int) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{db}"
 
-
-def flush(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-@contextmanager
-def own_server(url: str, name: str, **extra: str) -> Iterator[Stack]:
-    """A web server of our own on ``url``, stopped by PID on the way out."""
-    proc, log, stack = start_server(url, name, **extra)
-    try:
-        yield stack
-    finally:
-        devstack.stop(proc)
-        log.close()
 
 
 def get(stack: Stack, task_id: str, **params) -> requests.Response:
@@ -98,8 +75,8 @@ class HeldWait:
 @pytest.fixture(scope="module")
 def idle_stack(redis_url) -> Iterator[Stack]:
     url = db_url(redis_url, IDLE_DB)
-    flush(url)
-    with own_server(url, "web-registry-idle") as stack:
+    flush_db(url)
+    with own_server(url, "web-registry-idle") as (_proc, stack):
         yield stack
 
 
@@ -514,9 +491,9 @@ class Book:
 @pytest.fixture(scope="module")
 def book(redis_url) -> Iterator[Book]:
     url = db_url(redis_url, PAGING_DB)
-    flush(url)
+    flush_db(url)
     # No worker here: the "running" records must not turn lost while the tests read them.
-    with own_server(url, "web-registry-paging", PULSE_LOST_AFTER="3600") as stack:
+    with own_server(url, "web-registry-paging", PULSE_LOST_AFTER="3600") as (_proc, stack):
         book = Book(stack)
         book.start = float(int(time.time()) - 20_000)
         book.write(book.make("pg", 10_200, book.start))
@@ -616,7 +593,7 @@ def test_malformed_listing_queries_are_refused(book, params):
 
 def test_upkeep_prunes_to_the_retention_and_the_cap_oldest_finished_first(redis_url):
     url = db_url(redis_url, PRUNE_DB)
-    flush(url)
+    flush_db(url)
     # Maintenance prunes on its first tick, then every 60 s (not a setting): the records are
     # written before the server starts, and the retention outlasts the server's start-up.
     env = {"REDIS_URL": url, "PULSE_RETENTION": "2m", "PULSE_REGISTRY_CAP": "50"}
@@ -646,7 +623,7 @@ def test_upkeep_prunes_to_the_retention_and_the_cap_oldest_finished_first(redis_
     assert registry.size() == 170
 
     with own_server(url, "web-registry-prune", PULSE_RETENTION="2m", PULSE_REGISTRY_CAP="50",
-                    PULSE_MAINTENANCE_INTERVAL="0.5", PULSE_LOST_AFTER="3600") as stack:
+                    PULSE_MAINTENANCE_INTERVAL="0.5", PULSE_LOST_AFTER="3600") as (_proc, stack):
         wait_until(lambda: stack.api("GET", "/api/tasks/counts").json()["total"] <= 50, 20, 0.2,
                    "the first upkeep to prune")
         page = stack.api("GET", "/api/tasks", params={"limit": 500}).json()
