@@ -21,6 +21,8 @@ def member_ids(registry: Registry, unit_id: str) -> tuple[str, list[str], str | 
     members = [as_text(m) for m in client.zrange(f"{prefix}i:group:{unit_id}", 0, -1)]
     if members:
         body = client.get(f"{prefix}chord:{unit_id}")
+        if body is not None:  # Celery runs a chord's body with the header's group id too
+            members = [m for m in members if m != as_text(body)]
         indexes = [record.get("group_index") if record else None for record in registry.get_many(members)]
         # Publish order first (group_index), then the order they were recorded in.
         order = sorted(range(len(members)), key=lambda i: (indexes[i] is None, indexes[i] or 0, i))

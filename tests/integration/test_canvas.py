@@ -1,7 +1,7 @@
 """Chains on the real worker: later steps are `unstarted`, then run or are `abandoned`."""
 
 import pytest
-from celery import chain
+from celery import chain, chord
 
 from pulse.results import use_lookup_only_backend
 from tasks.celery import make_celery
@@ -53,3 +53,19 @@ def test_steps_after_a_failure_are_abandoned(stack, producer, failing):
                30, 0.2, "the abandoned step")
     data = stack.api("GET", f"/api/tasks/{after}").json()
     assert data["is_resolved"] is True and data["can_revoke"] is False
+
+
+def test_a_chord_shows_its_header_then_its_body(stack, producer):
+    header = [count(producer, total=3, delay=0.05) for _ in range(3)]
+    body = producer.signature("tasks.demo.echo", args=["all done"], immutable=True)
+    result = chord(header)(body)
+    group_id = result.parent.id
+    unit = stack.api("GET", f"/api/groups/{group_id}").json()
+    assert unit["kind"] == "chord" and len(unit["members"]) == 3
+    assert unit["body"]["id"] == result.id and unit["body"]["status"] in ("unstarted", "scheduled",
+                                                                          "running", "finished")
+    done = wait_until(lambda: (u := stack.api("GET", f"/api/groups/{group_id}").json())["status"]
+                      == "finished" and u, 30, 0.2, "the chord")
+    assert done["body"]["status"] == "finished" and done["body"]["result"] == "all done"
+    assert done["progress"]["percent"] == 100.0
+    assert [m["status"] for m in done["members"]] == ["finished"] * 3
