@@ -18,6 +18,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TIMEOUT_MS = 30_000  # the machine has 2 cores and runs Redis, a worker and the server too
+# expect() assertions have their own 5 s default, too short on a loaded 2-core machine.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @dataclass
