@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
 from flask import Flask, current_app, request, session
@@ -152,14 +151,16 @@ def on_connect(auth_payload: Any = None) -> None:
         raise ConnectionRefusedError(
             'unauthorized: pass {"token": "<PULSE_TOKEN>"} as the auth payload, or log in'
         )
-    # Flask-SocketIO keeps a session per connection, in memory: the grant stays with this socket.
-    session["pulse_grant"] = asdict(grant) if grant is not None else None
+    # Flask-SocketIO keeps a session per connection, in memory: the token stays with this socket,
+    # and every subscribe checks it again (it may have expired or been revoked since).
+    session["pulse_token"] = token if grant is not None else None
     current_app.extensions["pulse_metrics"].clients.inc()
 
 
 def _grant() -> Grant | None:
-    stored = session.get("pulse_grant")
-    return Grant(**stored) if stored else None
+    """This connection's per-task grant, checked again now; raises TokenError if it lapsed."""
+    token = session.get("pulse_token")
+    return grants.check(token) if token else None
 
 
 def on_disconnect(reason: Any = None) -> None:
@@ -170,7 +171,11 @@ def on_subscribe(data: Any = None) -> dict[str, Any]:
     """Join a task's, a group's or the dashboard room; the acknowledgement is the snapshot."""
     if not isinstance(data, dict):
         return {"error": 'subscribe takes {"task": "<id>"}, {"group": "<id>"} or {"dashboard": true}'}
-    store, grant = current_app.extensions["pulse_store"], _grant()
+    store = current_app.extensions["pulse_store"]
+    try:
+        grant = _grant()
+    except TokenError as exc:
+        return {"error": str(exc)}
     if data.get("dashboard") is True:
         if grant is not None:
             return {"error": "a per-task token cannot watch the dashboard"}

@@ -13,13 +13,20 @@ from celery.backends.redis import RedisBackend
 class LookupOnlyRedisBackend(RedisBackend):
     """The Redis result backend for a process that looks results up but never waits on them.
 
-    The stock backend subscribes to a result channel on every ``send_task`` (for
-    ``AsyncResult.get``), and after a Redis outage that subscriber gives up for good, failing
-    every later launch. Pulse only reads results, so it skips the subscription.
+    The stock backend subscribes to a result channel on every ``send_task`` and for every
+    result a canvas chains on (for ``AsyncResult.get`` and ``.then``); after a Redis outage that
+    subscriber gives up for good, failing every later launch, and each subscription holds a
+    connection. Pulse only reads results, so it never subscribes.
     """
 
     def on_task_call(self, producer, task_id):
         return None
+
+    def add_pending_result(self, result, weak=False, start_drainer=True):
+        return result
+
+    def remove_pending_result(self, result):
+        return result
 
 
 def use_lookup_only_backend(celery_app: Celery) -> None:

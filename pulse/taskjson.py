@@ -71,7 +71,7 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
 
 
 PUBLIC_FIELDS = ("id", "name", "status", "state", "progress", "result", "started_at", "finished_at",
-                 "retries", "replay_of", "replayed_by", "revoke_requested_at")
+                 "retries", "replay_of", "replayed_by", "revoke_requested_at", "updated_at")
 
 
 def public_view(data: dict[str, Any], can_cancel: bool = False) -> dict[str, Any]:

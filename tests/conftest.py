@@ -17,6 +17,7 @@ import requests
 import socketio
 
 from pulse import devstack
+from pulse.results import use_lookup_only_backend
 from tasks.celery import make_celery
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,11 @@ def start_server(redis_url: str, name: str, **extra: str):
     port = devstack.free_port()
     env = server_env(redis_url, port, **extra)
     log = _log(name)
-    proc = devstack.start_web(env, port, log=log)
+    try:
+        proc = devstack.start_web(env, port, log=log)
+    except BaseException:
+        log.close()
+        raise
     stack = Stack(f"http://127.0.0.1:{port}", redis_url, env)
     try:
         health = stack.base_url + "/healthz"
@@ -152,3 +157,22 @@ def own_server(url: str, name: str, **extra: str) -> Iterator[tuple[Popen, Stack
     finally:
         devstack.stop(proc)
         log.close()
+
+
+@contextmanager
+def producer_app(env: dict[str, str]):
+    """A Celery app like any producer's: it records what it sends and reads results by lookup."""
+    app = make_celery(env)
+    use_lookup_only_backend(app)
+    try:
+        yield app
+    finally:
+        app.close()  # the broker's connections; the result backend's pool is closed below
+        app.backend.client.connection_pool.disconnect()
+
+
+@pytest.fixture
+def producer(stack) -> Iterator:
+    """Send tasks the way a host application does (names outside the launch allow-list too)."""
+    with producer_app(stack.env) as app:
+        yield app

@@ -11,8 +11,6 @@ import redis
 from playwright.sync_api import Page, expect
 
 from pulse import devstack
-from pulse.results import use_lookup_only_backend
-from tasks.celery import make_celery
 from tests.conftest import ARTIFACTS, server_env, start_server
 
 from .conftest import TIMEOUT_MS, log_in
@@ -40,12 +38,6 @@ def overview_loaded(page: Page) -> None:
     expect(page.locator("#throughput-chart")).to_have_attribute(
         "aria-label", re.compile(r"\d+ finished, \d+ failed"))
 
-
-def producer(stack):
-    """A Celery app like any producer's: it records what it sends, reads results by lookup only."""
-    app = make_celery(stack.env)
-    use_lookup_only_backend(app)
-    return app
 
 
 def session_worker(stack) -> str:
@@ -115,10 +107,10 @@ def test_overview_counts_and_chart_follow_finishing_tasks(logged_in_page, browse
     assert not js_errors.script_errors()
 
 
-def test_a_queue_nobody_consumes_raises_a_warning(logged_in_page, stack, js_errors):
+def test_a_queue_nobody_consumes_raises_a_warning(logged_in_page, stack, producer, js_errors):
     page = logged_in_page
     overview_loaded(page)
-    app = producer(stack)
+    app = producer
     broker = redis.Redis.from_url(stack.redis_url)
     try:
         app.send_task("tasks.demo.count", queue=QUEUE)
@@ -138,7 +130,6 @@ def test_a_queue_nobody_consumes_raises_a_warning(logged_in_page, stack, js_erro
     finally:
         broker.delete(QUEUE)
         broker.close()
-        app.close()
     assert not js_errors.script_errors()
 
 
@@ -214,26 +205,23 @@ def test_the_page_recovers_when_the_web_server_comes_back(page, stack, js_errors
     assert not [text for text in js_errors.console_errors if not text.startswith(OUTAGE_NOISE)]
 
 
-def test_markup_in_task_data_is_shown_as_text(page, stack, js_errors):
+def test_markup_in_task_data_is_shown_as_text(page, stack, producer, js_errors):
     page.add_init_script("window.__pwned = false")
     log_in(page, stack)
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
-    app = producer(stack)
-    try:
-        # Runs a few seconds, so the workers page shows it with its arguments.
-        slow = stack.launch("tasks.demo.fail_with_details", step=4, delay=1.0, input=PAYLOAD)
-        page.goto(stack.base_url + "/workers")
-        running = page.locator(f'tr.active-task[data-id="{slow}"]')
-        expect(running.locator(".task-args")).to_contain_text(PAYLOAD, timeout=TIMEOUT_MS)
-        expect(running.locator("img, script")).to_have_count(0)
+    app = producer
+    # Runs a few seconds, so the workers page shows it with its arguments.
+    slow = stack.launch("tasks.demo.fail_with_details", step=4, delay=1.0, input=PAYLOAD)
+    page.goto(stack.base_url + "/workers")
+    running = page.locator(f'tr.active-task[data-id="{slow}"]')
+    expect(running.locator(".task-args")).to_contain_text(PAYLOAD, timeout=TIMEOUT_MS)
+    expect(running.locator("img, script")).to_have_count(0)
 
-        failing = stack.launch("tasks.demo.fail_with_details", step=1, delay=0.01, input=PAYLOAD)
-        echoed = app.send_task("tasks.demo.echo", args=[PAYLOAD]).id
-        named = app.send_task(PAYLOAD_AS_NAME, args=[PAYLOAD]).id
-        for task_id, status in ((failing, "failed"), (echoed, "finished"), (named, "failed")):
-            stack.wait_for(task_id, status)
-    finally:
-        app.close()
+    failing = stack.launch("tasks.demo.fail_with_details", step=1, delay=0.01, input=PAYLOAD)
+    echoed = app.send_task("tasks.demo.echo", args=[PAYLOAD]).id
+    named = app.send_task(PAYLOAD_AS_NAME, args=[PAYLOAD]).id
+    for task_id, status in ((failing, "failed"), (echoed, "finished"), (named, "failed")):
+        stack.wait_for(task_id, status)
 
     page.goto(stack.base_url + "/")
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")

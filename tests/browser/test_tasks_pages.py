@@ -8,8 +8,6 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from pulse import devstack
-from pulse.results import use_lookup_only_backend
-from tasks.celery import make_celery
 from tests.conftest import ARTIFACTS, ROOT, start_server
 
 from .conftest import TIMEOUT_MS, watch_bar_to_100
@@ -58,14 +56,6 @@ def confirm_dialog(page: Page):
     expect(dialog).to_be_visible()
     return dialog
 
-
-@pytest.fixture
-def producer(stack):
-    """A Celery app that sends tasks directly (names outside the launch allow-list)."""
-    app = make_celery(stack.env)
-    use_lookup_only_backend(app)
-    yield app
-    app.close()
 
 
 def test_filters_search_and_the_url_round_trip(logged_in_page, stack, js_errors):

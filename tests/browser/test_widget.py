@@ -22,8 +22,6 @@ from celery import chain, group
 from playwright.sync_api import Page, expect
 
 from pulse import devstack
-from pulse.results import use_lookup_only_backend
-from tasks.celery import make_celery
 from tasks.tokens import mint_token, secret_from_env
 from tests.conftest import ARTIFACTS, ROOT, Stack, own_server, wait_until
 
@@ -119,15 +117,6 @@ def embed(redis_url, worker) -> Iterator[Embed]:
             yield Embed(pulse, host)
     finally:
         host.close()
-
-
-@pytest.fixture
-def producer(embed):
-    """A Celery app that sends groups and chains directly."""
-    app = make_celery(embed.pulse.env)
-    use_lookup_only_backend(app)
-    yield app
-    app.close()
 
 
 def task_token(pulse: Stack, task_id: str, **body) -> str:

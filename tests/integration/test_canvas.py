@@ -3,19 +3,10 @@
 import pytest
 from celery import chain, chord
 
-from pulse.results import use_lookup_only_backend
-from tasks.celery import make_celery
-
 from ..conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def producer(stack):
-    app = make_celery(stack.env)
-    use_lookup_only_backend(app)
-    return app
 
 
 def statuses(stack, *ids):

@@ -180,3 +180,12 @@ def test_embed_page_is_framable_only_by_listed_origins(app, registry):
     assert response.status_code == 200
     assert response.headers["Content-Security-Policy"] == f"frame-ancestors 'self' {ORIGIN}"
     assert app.test_client().get("/embed/bad%20id").status_code == 400
+
+
+def test_a_connected_socket_loses_its_task_when_the_token_is_revoked(app, registry):
+    socketio = app.extensions["socketio"]
+    client = socketio.test_client(app, auth={"token": mint(app, task_id="a")})
+    assert client.emit("subscribe", {"task": "a"}, callback=True)["task"]["id"] == "a"
+    time.sleep(0.01)
+    app.test_client().delete("/api/tasks/a/tokens", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert "revoked" in client.emit("subscribe", {"task": "a"}, callback=True)["error"]
