@@ -137,18 +137,23 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def failure_of(stored: Any, traceback: Any) -> dict[str, Any]:
-    """The failure JSON from a FAILURE meta, custom details separated from Celery's keys."""
-    stored = stored if isinstance(stored, dict) else {}
-    message = stored.get("exc_message", "")
+def _failure(exc_type: Any, message: Any, traceback: Any, details: Any) -> dict[str, Any]:
+    """The failure JSON, bounded; a list message (Celery's exception args) is joined."""
     if isinstance(message, list | tuple):
         message = ", ".join(str(part) for part in message)
     return {
-        "exc_type": bounded_text(stored.get("exc_type"), 200),
+        "exc_type": bounded_text(exc_type, 200),
         "exc_message": bounded_text(message),
         "traceback": bounded_text(traceback),
-        "details": bounded_json({k: v for k, v in stored.items() if k not in FAILURE_KEYS}),
+        "details": bounded_json(details or {}),
     }
+
+
+def failure_of(stored: Any, traceback: Any) -> dict[str, Any]:
+    """The failure JSON from a FAILURE meta, custom details separated from Celery's keys."""
+    stored = stored if isinstance(stored, dict) else {}
+    details = {k: v for k, v in stored.items() if k not in FAILURE_KEYS}
+    return _failure(stored.get("exc_type"), stored.get("exc_message", ""), traceback, details)
 
 
 def meta_write(meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -205,12 +210,5 @@ def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict
 
 def _event_failure(event: dict[str, Any]) -> dict[str, Any]:
     exception = str(event.get("exception") or "")
-    message = event.get("exc_message", exception)
-    if isinstance(message, list | tuple):
-        message = ", ".join(str(part) for part in message)
-    return {
-        "exc_type": bounded_text(event.get("exc_type") or exception.partition("(")[0] or None, 200),
-        "exc_message": bounded_text(message),
-        "traceback": bounded_text(event.get("traceback")),
-        "details": bounded_json(event.get("details") or {}),
-    }
+    return _failure(event.get("exc_type") or exception.partition("(")[0] or None,
+                    event.get("exc_message", exception), event.get("traceback"), event.get("details"))
