@@ -117,8 +117,10 @@ class Stack:
 
     def start_worker(self, name: str = "worker", pool: str = "prefork", concurrency: int = 2,
                      **extra: str) -> subprocess.Popen:
+        """A real worker of ``bench.tasks`` (Pulse's demo tasks plus the benchmarks' own)."""
         env = dict(self.env, **extra)
-        proc = devstack.start_worker(env, concurrency=concurrency, log=self.log(name), name=name, pool=pool)
+        proc = devstack.start_worker(env, concurrency=concurrency, log=self.log(name), name=name, pool=pool,
+                                     app="bench.tasks")
         self.procs[name] = proc
         return proc
 

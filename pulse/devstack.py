@@ -92,9 +92,9 @@ def start_redis(port: int, data_dir: Path, log: IO | None = None) -> subprocess.
 
 
 def start_worker(env: Mapping[str, str], concurrency: int = 4, log: IO | None = None,
-                 name: str = "worker", pool: str = "prefork") -> subprocess.Popen:
-    """Start a Celery worker with task events on."""
-    cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-E", "--loglevel", "INFO",
+                 name: str = "worker", pool: str = "prefork", app: str = "tasks") -> subprocess.Popen:
+    """Start a Celery worker of the Celery app ``app`` with task events on."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-E", "--loglevel", "INFO",
            "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}@%h"]
     return _spawn(cmd, env, log)
 
