@@ -23,7 +23,7 @@ TOKEN = "bench-operator-token-0123456789"
 # Lifted for every benchmark's Redis, Pulse's and Flower's alike: with Redis's default (32 MB
 # hard limit), a subscriber that falls behind a full-speed replay is disconnected, and the
 # benchmark would measure that limit instead of the consumer.
-PUBSUB_UNLIMITED = ("--client-output-buffer-limit", "pubsub 0 0 0")
+PUBSUB_UNLIMITED = ("--client-output-buffer-limit", "pubsub", "0", "0", "0")
 
 
 @dataclass

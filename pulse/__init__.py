@@ -60,9 +60,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         waiters.notify(data)
 
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
-                      on_event=metrics.event, on_worker=broadcaster.worker_changed,
+                      on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
                       max_tasks=config["MAX_TASKS"],
-                      idle_timeout=config["MONITOR_IDLE_TIMEOUT"])
+                      idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
+                      pause=lambda: socketio.sleep(0))
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
                            "newest_event_at": monitor.newest_event_at,
                            "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})

@@ -52,7 +52,7 @@ def healthz() -> dict[str, Any]:
     return {
         "status": "ok" if redis_ok and monitor.connected else "degraded",
         "redis": {"ok": redis_ok},
-        "monitor": {"connected": monitor.connected, "events": monitor.state.event_count,
+        "monitor": {"connected": monitor.connected, "events": monitor.events_seen,
                     "last_event_at": monitor.last_event_at},
     }
 

@@ -2,7 +2,7 @@
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -23,9 +23,11 @@ class Metrics:
         self.clients = Gauge("pulse_connected_clients", "Socket.IO clients connected",
                              registry=self.registry)
 
-    def event(self, kind: str) -> None:
-        # Bound the label's values: a stray publisher must not create unlimited series.
-        self.events.labels(kind if EVENT_TYPE.fullmatch(kind) else "other").inc()
+    def events_seen(self, kinds: Mapping[str, int]) -> None:
+        """Count a batch of events, by type."""
+        for kind, count in kinds.items():
+            # Bound the label's values: a stray publisher must not create unlimited series.
+            self.events.labels(kind if EVENT_TYPE.fullmatch(kind) else "other").inc(count)
 
     def push(self, event: str, count: int = 1) -> None:
         self.pushes.labels(event).inc(count)

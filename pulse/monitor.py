@@ -8,13 +8,16 @@ backoff when the broker goes away, and reconnects when the stream falls silent.
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, states
 from celery.events.state import TASK_EVENT_TO_STATE, State, Task
 
+from .events import EventStream, UnsupportedBroker
 from .store import TaskStore
+from .taskjson import valid_id
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,22 @@ class PulseTask(Task):
         super().event(type_, timestamp, local_received, fields, **kwargs)
 
 
+def _without_superseded_progress(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` less each progress event that the same task's next event is a newer progress of.
+
+    The registry (written for every event) is the task model; Celery's State only needs each
+    lifecycle step, and at thousands of events a second most are progress.
+    """
+    kept, following = [], {}
+    for event in reversed(events):
+        kind = event["type"]
+        if not (kind == "task-progress" and following.get(event["uuid"]) == kind):
+            kept.append(event)
+        following[event["uuid"]] = kind
+    kept.reverse()
+    return kept
+
+
 class PulseState(State):
     """Celery's cluster state, with ``PulseTask`` records."""
 
@@ -49,48 +68,80 @@ class Monitor:
         store: TaskStore,
         on_task: Callable[[dict[str, Any]], None] = lambda data: None,
         on_status: Callable[[bool], None] = lambda connected: None,
-        on_event: Callable[[str], None] = lambda kind: None,
+        on_events: Callable[[Counter], None] = lambda kinds: None,
         on_worker: Callable[[str], None] = lambda hostname: None,
         max_tasks: int = 10_000,
         idle_timeout: float = 10.0,
+        max_batch: int = 1000,
+        pause: Callable[[], None] = lambda: None,
     ) -> None:
         self.celery = celery_app
         self.store = store
         self.state = PulseState(max_tasks_in_memory=max_tasks)
         self.on_task = on_task
         self.on_status = on_status
-        self.on_event = on_event
+        self.on_events = on_events
         self.on_worker = on_worker
         self.idle_timeout = idle_timeout
+        self.max_batch = max_batch
+        self.pause = pause
         self.connected = False
         self.connected_since: float | None = None
         self.last_event_at: float | None = None
+        self.events_seen = 0
         self.newest_event_at: float | None = None
         self._receiver = None
         self._stopping = False
 
     def handle(self, event: dict[str, Any]) -> None:
-        """Apply one event to the state and the registry, then report the task; never raises."""
-        try:
-            self._handle(event)
-        except Exception:  # one malformed event must not stop the monitor
-            log.exception("pulse: could not handle event %.200r", event)
+        """Apply one event; see ``handle_batch``."""
+        self.handle_batch([event])
 
-    def _handle(self, event: dict[str, Any]) -> None:
-        self.last_event_at = time.time()
-        event.setdefault("local_received", self.last_event_at)
-        kind = event.get("type", "")
-        self.on_event(kind)
+    def handle_batch(self, events: list[dict[str, Any]]) -> None:
+        """Apply events to the state and the registry, then report each changed task once.
+
+        A malformed event is logged and skipped; the registry is written for the whole batch in
+        one round trip. Raises only when Redis fails (the caller reconnects).
+        """
+        self.last_event_at = now = time.time()
+        kinds: Counter = Counter()
+        task_events: list[dict[str, Any]] = []
+        for event in events:
+            try:
+                self._check(event, now)
+                if event["type"].startswith("task-"):
+                    task_events.append(event)
+                else:
+                    self._to_state(event)
+                kinds[event["type"]] += 1
+            except Exception:  # one malformed event must not stop the monitor
+                log.exception("pulse: could not handle event %.200r", event)
+        for event in _without_superseded_progress(task_events):
+            self._to_state(event)
+        if task_events:
+            for data in self.store.apply_events(task_events):
+                self.on_task(data)
+        self.events_seen += sum(kinds.values())
+        self.on_events(kinds)
+
+    def _check(self, event: dict[str, Any], now: float) -> None:
+        """Raise ValueError for an event Pulse cannot use; note its timestamp."""
+        if not isinstance(event.get("type"), str):
+            raise ValueError("an event without a type")
+        if event["type"].startswith("task-") and not valid_id(event.get("uuid")):
+            raise ValueError("a task event without a valid uuid")
+        event.setdefault("local_received", now)
         stamp = event.get("timestamp")
         if isinstance(stamp, int | float):
             self.newest_event_at = max(stamp, self.newest_event_at or stamp)
-        self.state.event(event)
-        if kind.startswith("worker-") and event.get("hostname"):
+
+    def _to_state(self, event: dict[str, Any]) -> None:
+        try:
+            self.state.event(event)
+        except Exception:  # Celery's State rejects it (a field of the wrong type): the registry has it
+            log.exception("pulse: state could not take event %.200r", event)
+        if event["type"].startswith("worker-") and event.get("hostname"):
             self.on_worker(event["hostname"])
-        if kind.startswith("task-"):
-            data = self.store.apply_event(event)
-            if data is not None:
-                self.on_task(data)
 
     def restore(self, limit: int) -> int:
         """Seed the in-memory state from the registry's most recently active records."""
@@ -116,7 +167,7 @@ class Monitor:
                 # broker may be frozen. Reconnect rather than wait on a dead socket.
                 log.info("pulse: no events for %.0fs, reconnecting", self.idle_timeout)
                 continue
-            except Exception as exc:  # broker gone or a decode error: back off and retry
+            except Exception as exc:  # broker gone: back off and retry
                 self._set_connected(False)
                 if self._stopping:
                     break
@@ -126,11 +177,23 @@ class Monitor:
         self._set_connected(False)
 
     def _capture(self, conn) -> None:
-        self._receiver = self.celery.events.Receiver(conn, handlers={"*": self.handle})
         try:
-            self._receiver.capture(limit=None, timeout=self.idle_timeout, wakeup=True)
+            stream = EventStream(self.celery, conn.default_channel, self.idle_timeout, self.max_batch)
+        except UnsupportedBroker:  # not Redis: kombu's own receiver, one event at a time
+            self._receiver = self.celery.events.Receiver(conn, handlers={"*": self.handle})
+            try:
+                self._receiver.capture(limit=None, timeout=self.idle_timeout, wakeup=True)
+            finally:
+                self._receiver = None
+            return
+        try:
+            for batch in stream.batches():
+                if self._stopping:
+                    return
+                self.handle_batch(batch)
+                self.pause()  # let the web server's other green threads run between batches
         finally:
-            self._receiver = None
+            stream.close()
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:

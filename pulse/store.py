@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from tasks.registry import Registry, as_text
+from tasks.registry import Registry, as_text, step
 
 from .results import read_meta
 from .taskjson import event_write, meta_write, record_json
@@ -72,20 +72,57 @@ class TaskStore:
         ids = [as_text(i) for i in newest]
         return [task for task in self.many_json(ids) if task["status"] != "unknown"]
 
-    def apply_event(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Write a task event into the registry (idempotently); returns the task JSON after it."""
-        task_id = event.get("uuid")
-        status, fields, fill = event_write(event)
-        if status is None:
-            return self.get_json(task_id)
-        parent = event.get("parent_id") if event["type"] == "task-sent" else None
-        _code, record = self.registry.write(task_id, status, fields=fields, fill=fill, parent=parent)
-        if event["type"] == "task-succeeded" and record is not None and "result" not in record:
-            # Not written at the source (a worker without Pulse's signals): take the backend's value.
-            meta = self.fetch_meta(task_id)
-            if meta is not None and meta.get("status") == "SUCCESS":
-                self.registry.write(task_id, fill=meta_write(meta)[1])
-        return self.get_json(task_id)
+    def apply_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write one task event into the registry (idempotently); returns the task JSON after it."""
+        return self.apply_events([event])[0]
+
+    def apply_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write task events in order, in one round trip; the JSON of each task they touched, once.
+
+        Progress is written at the source, so a progress event only makes its task's JSON be read.
+        """
+        registry = self.registry
+        steps: dict[str, list] = {}  # task id -> its writes, in order
+        succeeded: set[str] = set()
+        for event in events:
+            task_id = event["uuid"]
+            status, fields, fill = event_write(event)
+            writes = steps.pop(task_id, [])  # re-inserted: the order of last change
+            steps[task_id] = writes
+            if event["type"] == "task-succeeded":
+                succeeded.add(task_id)
+            if status is not None:
+                parent = event.get("parent_id") if event["type"] == "task-sent" else None
+                writes.append(step(status, fields, fill, parent=parent))
+        pipe = registry.client.pipeline(transaction=False)
+        for task_id, writes in steps.items():
+            if writes:  # one call per task: its indexes are updated once
+                registry.write_steps(task_id, writes, client=pipe)
+        if len(pipe):
+            pipe.execute()
+        ids = list(steps)
+        records = registry.get_many(ids)
+        # Not written at the source (a worker without Pulse's signals): take the backend's value.
+        no_result = [task_id for task_id, record in zip(ids, records, strict=True)
+                     if task_id in succeeded and record is not None and "result" not in record]
+        if no_result and self._fill_results(no_result):
+            records = registry.get_many(ids)
+        return [record_json(record, task_id) for task_id, record in zip(ids, records, strict=True)]
+
+    def _fill_results(self, task_ids: list[str]) -> bool:
+        """Fill the result of succeeded records from the backend; True when any was found."""
+        backend = self.celery.backend
+        try:
+            payloads = backend.client.mget([backend.get_key_for_task(task_id) for task_id in task_ids])
+        except Exception as exc:  # backend down: the registry still describes the tasks
+            log.warning("pulse: results of %d tasks not read: %r", len(task_ids), exc)
+            return False
+        pipe = self.registry.client.pipeline(transaction=False)
+        for task_id, payload in zip(task_ids, payloads, strict=True):
+            meta = backend.decode(payload) if payload is not None else None
+            if isinstance(meta, dict) and meta.get("status") == "SUCCESS":
+                self.registry.write(task_id, fill=meta_write(meta)[1], client=pipe)
+        return bool(pipe.execute()) if len(pipe) else False
 
     def reconcile(self, task_ids: list[str]) -> list[dict[str, Any]]:
         """Re-read active records against the result backend; returns the tasks that changed."""

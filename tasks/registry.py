@@ -97,17 +97,22 @@ class Registry:
         has no value yet. ``point`` (time, current) goes to the progress history. ``client`` may
         be a pipeline, in which case nothing is returned.
         """
-        args: list[Any] = [self.prefix, task_id, time.time() if now is None else now, status or "",
-                           ",".join(expect) if expect is not None else ""]
-        for pairs in (fields or {}, fill or {}):
-            pairs = {k: v for k, v in pairs.items() if v is not None}
-            args.append(len(pairs))
-            for field, value in pairs.items():
-                args += [field, encode(value, field)]
-        args += [f"{point[0]:.6f} {point[1]}" if point else "", self.history_size, parent or ""]
+        return self.write_steps(task_id, [step(status, fields, fill, point, parent, expect)], now, client)
+
+    def write_steps(self, task_id: str, steps: list[list[Any]], now: float | None = None,
+                    client: Any = None) -> tuple[int, dict[str, Any] | None]:
+        """Apply several writes (made by ``step``) to one record in one call, in order.
+
+        Each follows the lifecycle rules as if written alone; the result is that of the last.
+        """
+        pipelined = client is not None and client is not self.client
+        args: list[Any] = [self.prefix, task_id, time.time() if now is None else now,
+                           "1" if pipelined else "", self.history_size]
+        for one in steps:
+            args += one
         keys = [self.key(task_id), f"{self.prefix}h:{task_id}"]
         result = self._write(keys=keys, args=args, client=client)
-        if client is not None and client is not self.client:
+        if pipelined:
             return 0, None
         code, flat = result
         return int(code), self._record(task_id, flat) if flat else None
@@ -148,6 +153,20 @@ class Registry:
 
     def size(self) -> int:
         return int(self.client.zcard(f"{self.prefix}i:all"))
+
+
+def step(status: str | None = None, fields: dict[str, Any] | None = None, fill: dict[str, Any] | None = None,
+         point: tuple[float, float] | None = None, parent: str | None = None,
+         expect: Iterable[str] | None = None) -> list[Any]:
+    """One write's arguments for the Lua script (see ``Registry.write`` for their meaning)."""
+    args: list[Any] = [status or "", ",".join(expect) if expect is not None else ""]
+    for pairs in (fields or {}, fill or {}):
+        pairs = {k: v for k, v in pairs.items() if v is not None}
+        args.append(len(pairs))
+        for field, value in pairs.items():
+            args += [field, encode(value, field)]
+    args += [f"{point[0]:.6f} {point[1]}" if point else "", parent or ""]
+    return args
 
 
 def as_text(value: Any) -> str:

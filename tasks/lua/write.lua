@@ -1,9 +1,14 @@
--- Apply one write to a task record, atomically, and keep its indexes in step.
+-- Apply writes to one task record, in order and atomically, and keep its indexes in step.
 -- KEYS[1] record hash, KEYS[2] progress history list
--- ARGV: prefix, id, now, status ('' = none), expect (comma list, '' = any; 'none' = no record),
---       nset, k1, v1, ..., nfill, k1, v1, ..., history point ('' = none), history size, parent id ('' = none)
--- Returns {code, flat record}: code 1 applied, 0 only missing fields filled, -1 expectation not met.
-local prefix, id, now, status, expect = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+-- ARGV: prefix, id, now, quiet ('1' = reply with the code only), history size, then one or more steps of
+--       status ('' = none), expect (comma list, '' = any; 'none' = no record),
+--       nset, k1, v1, ..., nfill, k1, v1, ..., history point ('' = none), parent id ('' = none)
+-- Each step follows the lifecycle rules as if written alone; the indexes are updated once, at the end
+-- (the monitor sends a task's whole batch of events as one call). A step whose expectation is not met
+-- is skipped. Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
+-- -1 expectation not met.
+local prefix, id, now, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local history_size = tonumber(ARGV[5])
 local key, hist = KEYS[1], KEYS[2]
 
 -- Statuses in lifecycle order. Below 5 a record only moves forward; from 5 on (ended) only along
@@ -17,16 +22,14 @@ local EDGES = {
   replayed = {expired = true}, skipped = {expired = true},
 }
 
-local cur = redis.call('HGET', key, 'status')
-if expect ~= '' then
-  local met = false
+local function met(expect, cur)
   for wanted in string.gmatch(expect, '[^,]+') do
-    if wanted == cur or (wanted == 'none' and not cur) then met = true end
+    if wanted == cur or (wanted == 'none' and not cur) then return true end
   end
-  if not met then return {-1, redis.call('HGETALL', key)} end
+  return false
 end
 
-local function allowed()
+local function allowed(cur, status)
   if status == '' or not cur or cur == status then return true end
   local rank = RANK[cur] or 0
   if rank >= 5 then return (EDGES[cur] or {})[status] == true end
@@ -34,34 +37,45 @@ local function allowed()
 end
 
 local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
-local apply = allowed()
--- A repeated terminal status (the worker's signal and the monitor's event both report the
--- finish) only fills gaps: the first, fuller report wins.
-local fill_only = (not apply) or (cur ~= false and cur == status and (RANK[cur] or 0) >= 5)
-
-local n = tonumber(ARGV[6])
-local i = 7
-for _ = 1, n do
-  if fill_only then redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
-  else redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-  i = i + 2
+local code, ran, pushed = 0, false, false
+local i = 6
+while i <= #ARGV do
+  local status, expect = ARGV[i], ARGV[i + 1]
+  local sets, n = i + 3, tonumber(ARGV[i + 2])
+  local fills, nfill = sets + 2 * n + 1, tonumber(ARGV[sets + 2 * n])
+  local point, parent = ARGV[fills + 2 * nfill], ARGV[fills + 2 * nfill + 1]
+  i = fills + 2 * nfill + 2
+  local cur = redis.call('HGET', key, 'status')
+  if expect ~= '' and not met(expect, cur) then
+    code = -1
+  else
+    ran = true
+    local apply = allowed(cur, status)
+    -- A repeated terminal status (the worker's signal and the monitor's event both report the
+    -- finish) only fills gaps: the first, fuller report wins.
+    local fill_only = (not apply) or (cur ~= false and cur == status and (RANK[cur] or 0) >= 5)
+    for j = sets, sets + 2 * n - 1, 2 do
+      if fill_only then redis.call('HSETNX', key, ARGV[j], ARGV[j + 1])
+      else redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
+    end
+    for j = fills, fills + 2 * nfill - 1, 2 do redis.call('HSETNX', key, ARGV[j], ARGV[j + 1]) end
+    if apply and status ~= '' and not fill_only then redis.call('HSET', key, 'status', status) end
+    if apply and point ~= '' then
+      redis.call('LPUSH', hist, point)
+      pushed = true
+    end
+    if parent ~= '' then redis.call('SADD', prefix .. 'c:' .. parent, id) end
+    code = (apply and not fill_only) and 1 or 0
+  end
 end
-local nfill = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, nfill do
-  redis.call('HSETNX', key, ARGV[i], ARGV[i + 1])
-  i = i + 2
+if not ran then
+  if quiet == '1' then return {code} end
+  return {code, redis.call('HGETALL', key)}
 end
-local point, history_size, parent = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+if pushed then redis.call('LTRIM', hist, 0, history_size - 1) end
 
-if apply and status ~= '' and not fill_only then redis.call('HSET', key, 'status', status) end
 redis.call('HSETNX', key, 'created_at', tostring(now))
 redis.call('HSET', key, 'updated_at', tostring(now))
-if apply and point ~= '' then
-  redis.call('LPUSH', hist, point)
-  redis.call('LTRIM', hist, 0, history_size - 1)
-end
-
 local score = tonumber(redis.call('HGET', key, 'created_at'))
 local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
 local fields = {'status', 'state', 'name', 'worker'}
@@ -84,8 +98,6 @@ end
 redis.call('ZADD', prefix .. 'i:all', 'NX', score, id)
 redis.call('ZADD', prefix .. 'i:updated', now, id)
 if new[1] and (RANK[new[1]] or 0) >= 5 then redis.call('ZADD', prefix .. 'i:ended', 'NX', now, id) end
-if parent ~= '' then redis.call('SADD', prefix .. 'c:' .. parent, id) end
 
-local code = 0
-if apply and not fill_only then code = 1 end
+if quiet == '1' then return {code} end
 return {code, redis.call('HGETALL', key)}

@@ -94,6 +94,22 @@ def test_progress_before_started_is_not_undone_by_started(monitor, seen):
     assert seen[-1]["status"] == "running" and seen[-1]["progress"]["current"] == 2
 
 
+def test_a_batch_writes_every_event_and_pushes_each_task_once(monitor, seen):
+    story = [event("task-sent", name="tasks.demo.count", args="()", kwargs="{}", queue="celery"),
+             event("task-received", name="tasks.demo.count"), event("task-started"),
+             progress(monitor, 5), event("task-started", task="t2"), progress(monitor, 9),
+             event("task-succeeded", result="10", runtime=0.5), {"type": "task-started", "uuid": "<bad>"},
+             event("task-progress", current=2)]  # late: never undoes the finish
+    monitor.handle_batch(story)
+    assert [(d["id"], d["status"]) for d in seen] == [("t2", "running"), ("t1", "finished")]
+    record = monitor.store.registry.get("t1")
+    assert (record["state"], record["queue"], record["runtime"]) == ("SUCCESS", "celery", 0.5)
+    assert {"sent_at", "received_at", "started_at", "finished_at"} <= set(record)
+    assert monitor.events_seen == 8  # the malformed one is skipped
+    assert monitor.state.tasks["t1"].state == "SUCCESS"
+    assert monitor.state.workers["w1@host"].alive
+
+
 def test_retry_then_a_new_run(monitor, seen):
     for e in [event("task-started"), event("task-retried", exception="Retry"), event("task-started"),
               event("task-succeeded", result="ok")]:

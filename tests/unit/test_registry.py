@@ -5,7 +5,7 @@ import uuid
 import pytest
 import redis
 
-from tasks.registry import Registry
+from tasks.registry import Registry, step
 
 
 @pytest.fixture
@@ -31,6 +31,40 @@ def test_lifecycle_moves_forward_and_indexes_follow(registry):
     assert index(registry, "status", "finished") == {"a"}
     assert index(registry, "name", "job") == {"a"} and index(registry, "worker", "w1") == {"a"}
     assert index(registry, "state", "SUCCESS") == {"a"}
+
+
+STORY = [  # a task's life as the monitor writes it, with a late start and a duplicate finish
+    ("scheduled", {"name": "job", "state": "PENDING"}, {"sent_at": 1}, None),
+    ("running", {"state": "STARTED", "worker": "w1"}, {"started_at": 2}, (2.0, 1)),
+    ("finished", {"state": "SUCCESS", "result": 5}, {"finished_at": 3}, (3.0, 10)),
+    ("running", {"state": "STARTED", "worker": "w2"}, {"started_at": 9}, None),
+    ("finished", {"state": "SUCCESS", "result": 6, "runtime": 1.5}, {}, None),
+]
+
+
+def test_several_steps_in_one_call_end_as_the_same_writes_one_by_one(registry):
+    for status, fields, fill, point in STORY:
+        registry.write("one", status, fields=fields, fill=fill, point=point, now=100.0)
+    code, batched = registry.write_steps(
+        "many", [step(status, fields, fill, point) for status, fields, fill, point in STORY], now=100.0)
+    alone = registry.get("one")
+    together = registry.get("many")
+    assert code == 0  # the last step (a duplicate finish) only filled gaps
+    assert {k: v for k, v in together.items() if k != "id"} == {k: v for k, v in alone.items() if k != "id"}
+    assert together["status"] == "finished" and together["result"] == 5 and together["runtime"] == 1.5
+    assert index(registry, "status", "finished") == {"one", "many"}
+    assert index(registry, "status", "running") == index(registry, "status", "scheduled") == set()
+    assert index(registry, "worker", "w1") == {"one", "many"} and index(registry, "worker", "w2") == set()
+    bucket = registry.client.hgetall(f"{registry.prefix}tp:{int(100 // 60)}")
+    assert bucket == {b"finished": b"2"}  # each record's finish counted once
+
+
+def test_a_step_whose_expectation_fails_is_skipped(registry):
+    registry.write("a", "running")
+    code, record = registry.write_steps("a", [step("lost", expect=["scheduled"]), step("finished")])
+    assert code == 1 and record["status"] == "finished"
+    code, record = registry.write_steps("a", [step("expired", expect=["failed"])])
+    assert code == -1 and record["status"] == "finished"
 
 
 @pytest.mark.parametrize("late", ["scheduled", "running", "retrying", "unstarted", "failed", "lost"])
