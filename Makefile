@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The benchmarks' competitors (Flower) live in their own virtualenv, never in the app's.
+BENCH_VENV ?= .venv-bench
+QUICK ?=
 
-.PHONY: run test lint chromium clean
+.PHONY: run test lint chromium bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,8 +37,18 @@ test: $(VENV)/.installed-dev chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+# `make bench` prints the full table (about 15 minutes); `make bench QUICK=1` runs every benchmark
+# at a tiny size to prove the suite works (CI runs it; its figures say nothing about speed).
+bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
+	PULSE_BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache test-artifacts bench-artifacts
