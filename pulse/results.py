@@ -6,8 +6,14 @@ Celery's own decoding turns a FAILURE meta into an exception and drops the custo
 
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
+
+# Connections the web server may hold to Redis at once. Past it a caller waits for one to be
+# free (up to the socket timeout) instead of failing: redis-py's default pool raises
+# MaxConnectionsError at 100, which a burst of subscriptions or API calls reached.
+MAX_CONNECTIONS = 50  # unless the Celery setting redis_max_connections says otherwise
 
 
 class LookupOnlyRedisBackend(RedisBackend):
@@ -16,8 +22,13 @@ class LookupOnlyRedisBackend(RedisBackend):
     The stock backend subscribes to a result channel on every ``send_task`` and for every
     result a canvas chains on (for ``AsyncResult.get`` and ``.then``); after a Redis outage that
     subscriber gives up for good, failing every later launch, and each subscription holds a
-    connection. Pulse only reads results, so it never subscribes.
+    connection. Pulse only reads results, so it never subscribes. Its connection pool blocks
+    when full rather than failing.
     """
+
+    def _get_pool(self, **params):
+        params["max_connections"] = params.get("max_connections") or MAX_CONNECTIONS
+        return redis.BlockingConnectionPool(timeout=params.get("socket_timeout") or 5.0, **params)
 
     def on_task_call(self, producer, task_id):
         return None

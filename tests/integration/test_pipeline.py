@@ -170,3 +170,23 @@ def test_healthz_reports_redis_and_the_monitor(stack):
     assert data["status"] == "ok"
     assert data["redis"]["ok"] is True and data["monitor"]["connected"] is True
     assert data["monitor"]["events"] > 0
+
+
+def test_a_burst_of_subscriptions_is_answered_in_full(stack):
+    """More requests in flight than the server has Redis connections: they queue, none fails."""
+    task_id = stack.launch("tasks.demo.count", total=2, delay=0.01)
+    stack.wait_for(task_id, "finished")
+    client, acks, done = stack.socket(), [], threading.Event()
+
+    def ack(answer):
+        acks.append(answer)
+        if len(acks) == 200:
+            done.set()
+
+    try:
+        for _ in range(200):
+            client.emit("subscribe", {"task": task_id}, callback=ack)
+        assert done.wait(60), f"{len(acks)} of 200 subscriptions answered"
+    finally:
+        client.disconnect()
+    assert all(answer["task"]["status"] == "finished" for answer in acks)
