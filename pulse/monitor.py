@@ -15,7 +15,9 @@ from typing import Any
 from celery import Celery, states
 from celery.events.state import TASK_EVENT_TO_STATE, State, Task
 
-from .events import EventStream, UnsupportedBroker
+from tasks.events import UnsupportedBroker
+
+from .events import EventStream
 from .store import TaskStore
 from .taskjson import valid_id
 

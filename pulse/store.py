@@ -94,12 +94,12 @@ class TaskStore:
             if status is not None:
                 parent = event.get("parent_id") if event["type"] == "task-sent" else None
                 writes.append(step(status, fields, fill, parent=parent))
-        pipe = registry.client.pipeline(transaction=False)
+        pipe = registry.pipeline()
         for task_id, writes in steps.items():
             if writes:  # one call per task: its indexes are updated once
                 registry.write_steps(task_id, writes, client=pipe)
         if len(pipe):
-            pipe.execute()
+            registry.execute(pipe)
         ids = list(steps)
         records = registry.get_many(ids)
         # Not written at the source (a worker without Pulse's signals): take the backend's value.
@@ -117,12 +117,12 @@ class TaskStore:
         except Exception as exc:  # backend down: the registry still describes the tasks
             log.warning("pulse: results of %d tasks not read: %r", len(task_ids), exc)
             return False
-        pipe = self.registry.client.pipeline(transaction=False)
+        pipe = self.registry.pipeline()
         for task_id, payload in zip(task_ids, payloads, strict=True):
             meta = backend.decode(payload) if payload is not None else None
             if isinstance(meta, dict) and meta.get("status") == "SUCCESS":
                 self.registry.write(task_id, fill=meta_write(meta)[1], client=pipe)
-        return bool(pipe.execute()) if len(pipe) else False
+        return bool(self.registry.execute(pipe)) if len(pipe) else False
 
     def reconcile(self, task_ids: list[str]) -> list[dict[str, Any]]:
         """Re-read active records against the result backend; returns the tasks that changed."""

@@ -63,7 +63,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
     steps = [sig for sig in reversed((embed or {}).get("chain") or []) if isinstance(sig, dict)]
     step_ids = [sig.get("options", {}).get("task_id") for sig in steps]
     fields["chain"] = [step for step in step_ids if step] or None
-    pipe = registry.client.pipeline(transaction=False)
+    pipe = registry.pipeline()
     # A republished retry must not move the record back from running to scheduled.
     registry.write(headers["id"], "retrying" if retries else "scheduled", fields=fields,
                    fill={"sent_at": now}, parent=headers.get("parent_id"), client=pipe)
@@ -82,7 +82,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
             "name": body_sig.get("task"), "chord_of": headers["group"], "root_id": headers.get("root_id"),
             "call": _replayable_call(body_sig.get("args"), body_sig.get("kwargs"))}, client=pipe)
         pipe.set(f"{registry.prefix}chord:{headers['group']}", body_id, ex=int(registry.retention))
-    pipe.execute()
+    registry.execute(pipe)
 
 
 class RecordingAMQP(AMQP):

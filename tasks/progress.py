@@ -17,6 +17,7 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from . import lifecycle
+from .progress_writer import progress_writer
 from .safejson import bounded_json, bounded_text
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,7 @@ def report_progress(task: Task, current: Any, total: Any = None, message: Any = 
         return False
     meta = progress_meta(current, total, message)
     try:
-        # The live event goes last, so whoever reacts to it reads the stored state.
-        _record(task, "running", {"state": PROGRESS, "progress": meta}, point=(time.time(), meta["current"]))
-        task.update_state(state=PROGRESS, meta=meta)
-        task.send_event("task-progress", retry=False, **meta)
+        _send(task, meta, point=(time.time(), meta["current"]))
     except Exception as exc:  # any broker/backend error: log and carry on with the task
         log.warning("pulse: progress of task %s not reported: %r", request.id, exc)
         request.pulse_outage, request.pulse_next = True, now + OUTAGE_PAUSE
@@ -89,6 +87,17 @@ def report_progress(task: Task, current: Any, total: Any = None, message: Any = 
         interval = request.pulse_interval = float(task.app.conf.get("pulse_progress_interval", 0.25))
     request.pulse_outage, request.pulse_next = False, now + interval
     return True
+
+
+def _send(task: Task, meta: dict[str, Any], point: tuple[float, float]) -> None:
+    writer = progress_writer(task.app)
+    if writer is not None:  # all three in one round trip
+        writer.write(task, PROGRESS, meta, point)
+        return
+    # The live event goes last, so whoever reacts to it reads the stored state.
+    _record(task, "running", {"state": PROGRESS, "progress": meta}, point=point)
+    task.update_state(state=PROGRESS, meta=meta)
+    task.send_event("task-progress", retry=False, **meta)
 
 
 def _reached(current: Any, total: Any) -> bool:

@@ -72,6 +72,27 @@ class Registry:
     def _write(self):
         return self.client.register_script(_script("write.lua"))
 
+    def pipeline(self) -> Any:
+        """A pipeline for ``write(..., client=pipe)`` calls; run it with ``execute``."""
+        return self.client.pipeline(transaction=False)
+
+    def execute(self, pipe: Any) -> list:
+        """Run a pipeline of writes. If Redis lost its script cache (a restart), the error is
+        raised and the script is loaded again before the next pipelined write."""
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self._loaded = False
+            raise
+
+    def _pipelined(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
+        # EVALSHA straight into the pipeline: a Script object would make redis-py ask Redis
+        # whether the script exists at every execute, one more round trip per pipeline.
+        if not getattr(self, "_loaded", False):
+            self.client.script_load(self._write.script)
+            self._loaded = True
+        pipe.evalsha(self._write.sha, len(keys), *keys, *args)
+
     @cached_property
     def _prune(self):
         return self.client.register_script(_script("prune.lua"))
@@ -95,7 +116,7 @@ class Registry:
 
         ``fields`` are applied when the status move is allowed, ``fill`` only where the record
         has no value yet. ``point`` (time, current) goes to the progress history. ``client`` may
-        be a pipeline, in which case nothing is returned.
+        be a pipeline (from ``pipeline``, run by ``execute``), in which case nothing is returned.
         """
         return self.write_steps(task_id, [step(status, fields, fill, point, parent, expect)], now, client)
 
@@ -111,9 +132,10 @@ class Registry:
         for one in steps:
             args += one
         keys = [self.key(task_id), f"{self.prefix}h:{task_id}"]
-        result = self._write(keys=keys, args=args, client=client)
         if pipelined:
+            self._pipelined(client, keys, args)
             return 0, None
+        result = self._write(keys=keys, args=args, client=client)
         code, flat = result
         return int(code), self._record(task_id, flat) if flat else None
 

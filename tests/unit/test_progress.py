@@ -1,14 +1,19 @@
 """The task-side helpers, run as real Celery tasks (eagerly) against a real Redis."""
 
 import math
+import threading
+import time
 
 import pytest
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 
 from pulse.results import read_meta
+from tasks import events as wire
 from tasks.celery import make_celery
 from tasks.progress import OUTAGE_PAUSE, TaskFailure, fail, progress_meta, report_progress
+from tasks.progress_writer import progress_writer
 
 
 class Recording(Task):
@@ -29,6 +34,33 @@ def make_app(redis_url: str, interval: str = "0.25"):
     app = make_celery({"REDIS_URL": redis_url, "PULSE_PROGRESS_INTERVAL": interval})
     Recording.calls = []
     return app
+
+
+class Published:
+    """The progress events and stored states Redis delivered while the block ran."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.sub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.sub.psubscribe("/*celeryev/task.progress", "celery-task-meta-*")
+        self.events: list[dict] = []
+        self.states: list[bytes] = []
+
+    def __enter__(self) -> "Published":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            message = self.sub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            if message["channel"].startswith(b"celery-task-meta-"):
+                self.states.append(message["data"])
+            else:
+                self.events += wire.decode(message["data"])
+        self.sub.close()
+        self.client.close()
 
 
 def test_progress_meta_fields_and_percent():
@@ -60,13 +92,12 @@ def test_tight_loop_is_throttled_but_first_and_final_calls_go_out(redis_url):
     def loop(self):
         return [report_progress(self, i, 1000, f"item {i}") for i in range(1, 1001)]
 
-    sent = loop.apply().get()
+    with Published(redis_url) as published:
+        sent = loop.apply().get()
     assert sent[0] is True and sent[-1] is True
     assert sent.count(True) == 2
-    states = [meta["current"] for kind, state, meta in Recording.calls if kind == "state"]
-    events = [fields["current"] for kind, name, fields in Recording.calls if kind == "event"]
-    assert states == [1, 1000]
-    assert events == [1, 1000]
+    assert [event["current"] for event in published.events] == [1, 1000]
+    assert len(published.states) == 2
 
 
 def test_every_call_goes_out_with_no_interval(redis_url):
@@ -76,10 +107,12 @@ def test_every_call_goes_out_with_no_interval(redis_url):
     def loop(self):
         return [report_progress(self, i, None, "working") for i in range(5)]
 
-    assert loop.apply().get() == [True] * 5
-    events = [c for c in Recording.calls if c[0] == "event"]
-    assert [c[1] for c in events] == ["task-progress"] * 5
-    assert events[-1][2] == {"current": 4, "total": None, "percent": None, "message": "working"}
+    with Published(redis_url) as published:
+        assert loop.apply().get() == [True] * 5
+    assert [event["type"] for event in published.events] == ["task-progress"] * 5
+    last = published.events[-1]
+    assert {k: last[k] for k in ("current", "total", "percent", "message")} == {
+        "current": 4, "total": None, "percent": None, "message": "working"}
 
 
 def test_progress_is_stored_durably_as_PROGRESS(redis_url):
@@ -95,6 +128,69 @@ def test_progress_is_stored_durably_as_PROGRESS(redis_url):
     meta = read_meta(app, task_id)
     assert meta["status"] == "PROGRESS"
     assert meta["result"] == {"current": 5, "total": 10, "percent": 50.0, "message": "halfway"}
+
+
+def test_one_round_trip_writes_what_the_three_celery_calls_write(redis_url):
+    """The pipelined writer against update_state + send_event: same backend entry, same event."""
+    app = make_app(redis_url, interval="0")
+    assert progress_writer(app) is not None
+
+    @app.task(bind=True, shared=False)
+    def both(self):
+        report_progress(self, 3, 4, "fast")
+        fast = read_meta(app, self.request.id)
+        self.update_state(state="PROGRESS", meta=progress_meta(3, 4, "fast"))
+        self.send_event("task-progress", retry=False, **progress_meta(3, 4, "fast"))
+        return fast, read_meta(app, self.request.id), self.request.id
+
+    with Published(redis_url) as published:
+        fast, slow, task_id = both.apply().get()
+    assert fast == slow and fast["status"] == "PROGRESS" and fast["task_id"] == task_id
+    assert published.states[0] == published.states[1]
+    ours, celerys = published.events
+    for key in ("hostname", "utcoffset", "pid", "uuid", "current", "total", "percent", "message", "type"):
+        assert ours[key] == celerys[key], key
+    assert app.pulse_registry.get(task_id)["progress"]["message"] == "fast"
+    assert app.backend.client.ttl(app.backend.get_key_for_task(task_id)) > 0
+
+
+def test_celerys_own_receiver_reads_the_pipelined_event(redis_url):
+    app = make_app(redis_url, interval="0")
+    received, ready = [], threading.Event()
+
+    def listen():
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"task-progress": received.append})
+            for _ in receiver.itercapture(limit=None, timeout=5, wakeup=False):
+                ready.set()
+                if received:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert ready.wait(5)
+
+    @app.task(bind=True, shared=False)
+    def once(self):
+        report_progress(self, 1, 2, "seen by kombu")
+        return self.request.id
+
+    task_id = once.apply().get()
+    listener.join(10)
+    assert [(e["uuid"], e["current"], e["message"]) for e in received] == [(task_id, 1, "seen by kombu")]
+
+
+def test_progress_never_overwrites_a_stored_success(redis_url):
+    app = make_app(redis_url, interval="0")
+
+    @app.task(bind=True, shared=False)
+    def duplicate(self):
+        app.backend.store_result(self.request.id, 42, "SUCCESS")  # the first run finished
+        report_progress(self, 1, 2)  # a redelivered duplicate reports late
+        return self.request.id
+
+    meta = read_meta(app, duplicate.apply().get())
+    assert (meta["status"], meta["result"]) == ("SUCCESS", 42)
 
 
 def test_progress_outside_a_task_is_a_no_op(redis_url):
@@ -205,3 +301,14 @@ def test_fail_with_redis_down_raises_a_plain_failure():
     result = broken.apply()
     assert isinstance(result.result, TaskFailure)
     assert str(result.result) == "cannot store this"
+
+
+@pytest.mark.parametrize("db, options", [(0, {}), (3, {}), (0, {"fanout_prefix": "custom."}),
+                                         (0, {"fanout_patterns": False}), (2, {"fanout_prefix": False})])
+def test_the_event_topic_is_the_one_kombu_uses(redis_url, db, options):
+    app = make_celery({"REDIS_URL": redis_url.rsplit("/", 1)[0] + f"/{db}"})
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **options}
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        expected = (channel.keyprefix_fanout, channel.fanout_patterns)
+    assert wire.topic_prefix(app) == expected

@@ -109,8 +109,8 @@ def test_expect_is_checked_atomically(registry):
 
 
 def test_history_is_bounded_and_oldest_first(registry):
-    for step in range(8):
-        registry.write("a", "running", fields={"progress": {"current": step}}, point=(100.0 + step, step))
+    for n in range(8):
+        registry.write("a", "running", fields={"progress": {"current": n}}, point=(100.0 + n, n))
     assert registry.get("a")["history"] == [[100.0 + s, float(s)] for s in range(3, 8)]
 
 
