@@ -61,7 +61,6 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
                       on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
-                      max_tasks=config["MAX_TASKS"],
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
                       pause=lambda: socketio.sleep(0))
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
@@ -94,9 +93,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
 
 def start_background(app: Flask) -> None:
-    """Restore the monitor from the registry, then start it, the upkeep and the dashboard pusher."""
+    """Start the monitor, the registry upkeep and the dashboard pusher."""
     socketio = app.extensions["socketio"]
-    monitor = app.extensions["pulse_monitor"]
-    monitor.restore(app.config["MAX_TASKS"])
-    for worker in (monitor, app.extensions["pulse_maintenance"], app.extensions["pulse_live"]):
+    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live"):
+        worker = app.extensions[name]
         socketio.start_background_task(worker.run, sleep=socketio.sleep)

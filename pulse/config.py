@@ -84,7 +84,6 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "PORT": _read(env, "PORT", _port, 5000),
         "LAUNCH_ALLOW": _read(env, "PULSE_LAUNCH_ALLOW", _names, DEMO_TASKS),
         "SNAPSHOT_SIZE": _read(env, "PULSE_SNAPSHOT_SIZE", int, 200),
-        "MAX_TASKS": _read(env, "PULSE_MAX_TASKS", int, 10_000),
         # The dashboard gets at most one `tasks` push per interval; 0.1 s caps it at 10/s.
         "PUSH_INTERVAL": _read(env, "PULSE_PUSH_INTERVAL", _at_least(0.1), 0.1),
         # A running task whose worker sent no heartbeat for this long is marked lost.

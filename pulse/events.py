@@ -42,13 +42,21 @@ class EventStream:
                     raise TimeoutError(f"no events for {self.idle_timeout:.0f}s")
                 continue
             raw = [message["data"]]
-            while len(raw) < self.max_batch:
-                message = self.pubsub.get_message(timeout=0)
-                if message is None:
-                    break
-                raw.append(message["data"])
+            self._drain(raw)
             quiet_since = time.monotonic()
             yield self._decode(raw)
+
+    def _drain(self, raw: list[bytes]) -> None:
+        """Append the messages already received, up to ``max_batch``, without waiting.
+
+        Read straight off the subscribed connection: ``PubSub.get_message`` wraps every reply
+        in retries, health checks and a dict, which cost as much as decoding the event.
+        """
+        connection = self.pubsub.connection
+        while len(raw) < self.max_batch and connection.can_read(timeout=0):
+            reply = connection.read_response(push_request=True)
+            if isinstance(reply, list) and reply[0] in (b"pmessage", b"message"):
+                raw.append(reply[-1])
 
     def _decode(self, raw: list[bytes]) -> list[dict[str, Any]]:
         events = []

@@ -1,9 +1,11 @@
 """The event monitor: consumes every Celery task and worker event.
 
 Worker events keep a ``celery.events.state.State`` (heartbeats, load, online/offline); task
-events also go into the registry through the ``TaskStore``, whose answer is handed to a
-listener (the live push). It runs as a background task of the web server, reconnects with
-backoff when the broker goes away, and reconnects when the stream falls silent.
+events go into the registry through the ``TaskStore``, whose answer is handed to a listener
+(the live push). Events come in batches (``pulse.events``): the registry is written for a whole
+batch in one round trip, and a task that changed several times in it is pushed once. It runs as
+a background task of the web server, reconnects with backoff when the broker goes away, and
+reconnects when the stream falls silent.
 """
 
 import logging
@@ -12,8 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, states
-from celery.events.state import TASK_EVENT_TO_STATE, State, Task
+from celery import Celery
+from celery.events.state import State
 
 from tasks.events import UnsupportedBroker
 
@@ -22,43 +24,6 @@ from .store import TaskStore
 from .taskjson import valid_id
 
 log = logging.getLogger(__name__)
-
-
-class PulseTask(Task):
-    """A task record that a late event never moves out of a finished state."""
-
-    def event(self, type_, timestamp=None, local_received=None, fields=None, **kwargs):
-        if self.state in states.READY_STATES and TASK_EVENT_TO_STATE.get(type_) not in states.READY_STATES:
-            # Events from different processes arrive in any order: a progress or started
-            # event after the finish keeps only its metadata (name, args, ...) and timestamp.
-            keep = self.merge_rules[states.RECEIVED]
-            if type_ in TASK_EVENT_TO_STATE:
-                setattr(self, type_, timestamp)
-            self.__dict__.update({k: v for k, v in (fields or {}).items() if k in keep})
-            return
-        super().event(type_, timestamp, local_received, fields, **kwargs)
-
-
-def _without_superseded_progress(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``events`` less each progress event that the same task's next event is a newer progress of.
-
-    The registry (written for every event) is the task model; Celery's State only needs each
-    lifecycle step, and at thousands of events a second most are progress.
-    """
-    kept, following = [], {}
-    for event in reversed(events):
-        kind = event["type"]
-        if not (kind == "task-progress" and following.get(event["uuid"]) == kind):
-            kept.append(event)
-        following[event["uuid"]] = kind
-    kept.reverse()
-    return kept
-
-
-class PulseState(State):
-    """Celery's cluster state, with ``PulseTask`` records."""
-
-    Task = PulseTask
 
 
 class Monitor:
@@ -72,14 +37,15 @@ class Monitor:
         on_status: Callable[[bool], None] = lambda connected: None,
         on_events: Callable[[Counter], None] = lambda kinds: None,
         on_worker: Callable[[str], None] = lambda hostname: None,
-        max_tasks: int = 10_000,
         idle_timeout: float = 10.0,
         max_batch: int = 1000,
         pause: Callable[[], None] = lambda: None,
     ) -> None:
         self.celery = celery_app
         self.store = store
-        self.state = PulseState(max_tasks_in_memory=max_tasks)
+        # Celery's cluster state, for the workers (heartbeats, load, online/offline). Tasks live in
+        # the registry: a second, in-memory copy of every task would cost more than the writes.
+        self.state = State()
         self.on_task = on_task
         self.on_status = on_status
         self.on_events = on_events
@@ -114,12 +80,10 @@ class Monitor:
                 if event["type"].startswith("task-"):
                     task_events.append(event)
                 else:
-                    self._to_state(event)
+                    self._worker_event(event)
                 kinds[event["type"]] += 1
             except Exception:  # one malformed event must not stop the monitor
                 log.exception("pulse: could not handle event %.200r", event)
-        for event in _without_superseded_progress(task_events):
-            self._to_state(event)
         if task_events:
             for data in self.store.apply_events(task_events):
                 self.on_task(data)
@@ -137,22 +101,10 @@ class Monitor:
         if isinstance(stamp, int | float):
             self.newest_event_at = max(stamp, self.newest_event_at or stamp)
 
-    def _to_state(self, event: dict[str, Any]) -> None:
-        try:
-            self.state.event(event)
-        except Exception:  # Celery's State rejects it (a field of the wrong type): the registry has it
-            log.exception("pulse: state could not take event %.200r", event)
+    def _worker_event(self, event: dict[str, Any]) -> None:
+        self.state.event(event)
         if event["type"].startswith("worker-") and event.get("hostname"):
             self.on_worker(event["hostname"])
-
-    def restore(self, limit: int) -> int:
-        """Seed the in-memory state from the registry's most recently active records."""
-        restored = 0
-        for data in self.store.recent(limit):
-            task, _created = self.state.get_or_create_task(data["id"])
-            task.name, task.state = data["name"], data["state"] or states.PENDING
-            restored += 1
-        return restored
 
     def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
         """Capture events forever, reconnecting with backoff; returns after ``stop()``."""

@@ -69,7 +69,7 @@ def test_a_late_event_never_moves_a_finished_task(monitor, seen, late):
     monitor.handle(event("task-succeeded", result="1"))
     monitor.handle(event(late, name="x"))
     assert seen[-1]["state"] == "SUCCESS" and seen[-1]["status"] == "finished"
-    assert monitor.state.tasks["t1"].state == "SUCCESS"
+    assert monitor.store.registry.get("t1")["status"] == "finished"
 
 
 def test_structured_failure_details_from_the_event(monitor, seen):
@@ -106,8 +106,7 @@ def test_a_batch_writes_every_event_and_pushes_each_task_once(monitor, seen):
     assert (record["state"], record["queue"], record["runtime"]) == ("SUCCESS", "celery", 0.5)
     assert {"sent_at", "received_at", "started_at", "finished_at"} <= set(record)
     assert monitor.events_seen == 8  # the malformed one is skipped
-    assert monitor.state.tasks["t1"].state == "SUCCESS"
-    assert monitor.state.workers["w1@host"].alive
+    assert monitor.state.tasks == {}  # tasks live in the registry only
 
 
 def test_retry_then_a_new_run(monitor, seen):
@@ -135,16 +134,6 @@ def test_final_events_take_the_real_result_from_the_backend(monitor, seen):
     monitor.celery.backend.store_result("t1", {"rows": 3}, "SUCCESS")
     monitor.handle(event("task-succeeded", result="{'rows': 3}"))
     assert seen[-1]["result"] == {"rows": 3}
-
-
-def test_restore_seeds_the_state_from_the_registry(redis_url):
-    first = make_monitor(redis_url)
-    for number in range(3):
-        first.handle(event("task-received", task=f"r{number}", name="tasks.demo.count"))
-    second = Monitor(first.celery, first.store)
-    assert second.restore(10) == 3
-    restored = second.state.tasks["r1"]
-    assert (restored.state, restored.name) == ("RECEIVED", "tasks.demo.count")
 
 
 def test_monitor_reconnects_after_redis_restarts(tmp_path):
