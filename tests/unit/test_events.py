@@ -1,0 +1,56 @@
+"""The event stream read straight from Redis pub/sub, against events Celery's own dispatcher sends."""
+
+import time
+
+import pytest
+import redis
+
+from pulse.events import EventStream
+from tasks import events as wire
+from tasks.celery import make_celery
+
+
+@pytest.fixture
+def app(redis_url):
+    return make_celery({"REDIS_URL": redis_url})
+
+
+def test_batches_hold_what_celerys_dispatcher_sent(app, redis_url):
+    with app.connection_for_read() as conn:
+        stream = EventStream(app, conn.default_channel, idle_timeout=2, max_batch=3)
+        try:
+            with app.events.default_dispatcher(hostname="w@h") as dispatcher:
+                for number in range(5):
+                    dispatcher.send("task-progress", uuid="t1", current=number)
+            prefix, patterns = wire.topic_prefix(app)
+            stray = wire.topic(prefix, patterns, app.conf.event_exchange, "task.progress")
+            redis.Redis.from_url(redis_url).publish(stray, b"not an event")
+            time.sleep(0.2)
+            batches = stream.batches()
+            first, second = next(batches), next(batches)
+        finally:
+            stream.close()
+    assert [len(first), len(second)] == [3, 2]  # max_batch, then the rest (the stray one dropped)
+    assert [e["current"] for e in first + second] == [0, 1, 2, 3, 4]
+    event = first[0]
+    assert (event["type"], event["uuid"], event["hostname"]) == ("task-progress", "t1", "w@h")
+    assert event["local_received"] >= event["timestamp"] - 1  # localised as Celery's receiver does
+    assert stream.undecodable == 1
+
+
+def test_silence_raises_timeout(app):
+    with app.connection_for_read() as conn:
+        stream = EventStream(app, conn.default_channel, idle_timeout=0.5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                next(stream.batches())
+        finally:
+            stream.close()
+    assert time.monotonic() - started < 5
+
+
+def test_decode_refuses_what_is_not_a_json_event():
+    for data in (b"{}", b"[1]", b'{"content-type": "application/x-python-serialize", "body": ""}'):
+        with pytest.raises(ValueError):
+            wire.decode(data)
