@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, current_app, request, session
 from flask_socketio import SocketIO, join_room, leave_room
+from socketio import PubSubManager
 
 from tasks.tokens import Grant, TokenError
 
@@ -63,13 +64,29 @@ class Broadcaster:
         self._lock = threading.Lock()
         self._stopping = False
 
+    def watched(self, room: str) -> bool:
+        """Whether any client is in ``room``: an emit to an empty room still builds and encodes
+        its packet, and with hundreds of tasks reporting that was most of the push's work."""
+        manager = self.socketio.server.manager
+        if isinstance(manager, PubSubManager):  # members may be on other servers: assume some
+            return True
+        return bool(manager.rooms.get("/", {}).get(room))
+
     def task_changed(self, data: dict[str, Any]) -> None:
         """Called with the JSON of every task that changed."""
-        self.socketio.emit("task", data, to=task_room(data["id"]))
+        task_id = data["id"]
+        sent = False
+        if self.watched(task_room(task_id)):
+            self.socketio.emit("task", data, to=task_room(task_id))
+            sent = True
         # Token holders get the public view; those allowed to cancel are told they may.
-        self.socketio.emit("task", public_view(data), to=public_room(data["id"]))
-        self.socketio.emit("task", public_view(data, can_cancel=True), to=public_room(data["id"], True))
-        self.on_push("task")
+        for can_cancel in (False, True):
+            if self.watched(public_room(task_id, can_cancel)):
+                self.socketio.emit("task", public_view(data, can_cancel=can_cancel),
+                                   to=public_room(task_id, can_cancel))
+                sent = True
+        if sent:
+            self.on_push("task")
         with self._lock:
             self._dirty_units.update(units_of(data))
             self._dirty[data["id"]] = summary(data)  # a newer change replaces an unsent one
@@ -99,11 +116,16 @@ class Broadcaster:
                 self._next_summary = now + self.summary_interval
                 self._counts_dirty = self._counts_dirty and not counts_due
                 self._dirty_workers -= set(hosts)
+        if not self.watched(DASHBOARD_ROOM):
+            # Nobody to tell: whoever subscribes later gets the current state in its snapshot.
+            batch, counts_due, hosts = [], False, []
         if batch:
             self.socketio.emit("tasks", batch, to=DASHBOARD_ROOM)
             self.on_push("tasks")
         for unit_id in units if self.unit is not None else ():
             for public in (False, True):
+                if not self.watched(unit_room(unit_id, public)):
+                    continue
                 data = self.unit(unit_id, public)
                 if data is not None:
                     self.socketio.emit("group", data, to=unit_room(unit_id, public))
@@ -111,7 +133,7 @@ class Broadcaster:
             self.socketio.emit("counts", self.counts(), to=DASHBOARD_ROOM)
             self.on_push("counts")
         if hosts:
-            self.socketio.emit("workers", self.workers(hosts), to=DASHBOARD_ROOM)
+            self.socketio.emit("workers", [lean_worker(w) for w in self.workers(hosts)], to=DASHBOARD_ROOM)
             self.on_push("workers")
         return len(batch)
 
@@ -126,6 +148,15 @@ class Broadcaster:
 
     def stop(self) -> None:
         self._stopping = True
+
+
+def lean_worker(worker: dict[str, Any]) -> dict[str, Any]:
+    """A worker as the dashboard room gets it: its running tasks as summaries, like ``tasks``
+    batches (a busy worker's tasks with their whole progress histories ran to hundreds of KiB)."""
+    active = worker.get("active_tasks")
+    if not active:
+        return worker
+    return {**worker, "active_tasks": [summary(task) if task else task for task in active]}
 
 
 def on_connect(auth_payload: Any = None) -> None:
@@ -218,8 +249,24 @@ def on_unsubscribe(data: Any = None) -> dict[str, Any]:
     return {"ok": True, "sid": request.sid}
 
 
+def without_compression(wsgi_app: Callable) -> Callable:
+    """Decline websocket compression (permessage-deflate), which browsers always offer.
+
+    With it the server compresses every push once per client, each connection keeping its own
+    compressor (a quarter of a MiB): with a thousand dashboards open that was most of the
+    server's CPU and most of its memory. Socket.IO's own (Node) server declines it by default.
+    """
+
+    def serve(environ: dict, start_response: Callable) -> Any:
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return wsgi_app(environ, start_response)
+
+    return serve
+
+
 def init_app(app: Flask, socketio: SocketIO) -> None:
     socketio.on_event("connect", on_connect)
     socketio.on_event("disconnect", on_disconnect)
     socketio.on_event("subscribe", on_subscribe)
     socketio.on_event("unsubscribe", on_unsubscribe)
+    app.wsgi_app = without_compression(app.wsgi_app)

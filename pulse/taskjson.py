@@ -89,13 +89,19 @@ def public_view(data: dict[str, Any], can_cancel: bool = False) -> dict[str, Any
     return out
 
 
-def summary(data: dict[str, Any]) -> dict[str, Any]:
-    """The task JSON without its progress history: what lists and the dashboard room carry.
+# What the dashboard pages (overview, tasks, workers) show of a task; the rest is on its own page.
+SUMMARY_FIELDS = ("id", "name", "status", "progress", "result", "failure", "worker", "args", "kwargs",
+                  "started_at", "finished_at", "runtime", "created_at", "updated_at")
 
-    With hundreds of tasks reporting, the history would multiply every batch's size; the task's
-    own room (the detail page) keeps it.
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the task JSON that the dashboard room carries (its snapshot and batches).
+
+    Every batch goes to every open dashboard, so its size is paid once per client: with hundreds
+    of tasks reporting, the progress history and the links, flags and timestamps no dashboard
+    page shows would double it. The task's own room (the detail page) carries the full JSON.
     """
-    return {key: value for key, value in data.items() if key != "history"}
+    return {key: data.get(key) for key in SUMMARY_FIELDS}
 
 
 def _progress(record: dict[str, Any], history: list) -> dict[str, Any] | None:

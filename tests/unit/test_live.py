@@ -124,3 +124,37 @@ def test_the_dashboard_room_gets_no_progress_history(app, socketio):
     batch = next(m for m in dashboard.get_received() if m["name"] == "tasks")["args"][0]
     assert "history" not in batch[0]
     assert watcher.get_received()[0]["args"][0]["history"] == [[1.0, 1.0]]
+
+
+def test_nothing_is_built_for_rooms_nobody_watches(app, socketio, monkeypatch):
+    emitted = []
+    real_emit = socketio.emit
+    monkeypatch.setattr(socketio, "emit", lambda event, data, to=None: (emitted.append((event, to)),
+                                                                         real_emit(event, data, to=to)))
+    counted = []
+    live = app.extensions["pulse_live"]
+    monkeypatch.setattr(live, "counts", lambda: counted.append(1) or {})
+    changed(app, "alone-1")
+    assert live.flush(now=10_000.0) == 0  # no dashboard open: no batch, no counts read
+    assert emitted == [] and counted == []
+    watcher = connect(app, socketio, auth={"token": TOKEN})
+    watcher.emit("subscribe", {"task": "alone-1"}, callback=True)
+    changed(app, "alone-1")
+    assert emitted == [("task", "task:alone-1")]  # its own room only, not the empty public ones
+
+
+def test_the_workers_push_carries_summaries_not_histories(app, socketio):
+    from pulse.live import lean_worker
+
+    worker = {"hostname": "w@h", "active_tasks": [{"id": "a", "history": [[1, 2]], "status": "running"}]}
+    lean = lean_worker(worker)
+    assert "history" not in lean["active_tasks"][0] and lean["active_tasks"][0]["status"] == "running"
+
+
+def test_websocket_compression_is_declined():
+    from pulse.live import without_compression
+
+    seen = []
+    wrapped = without_compression(lambda environ, start_response: seen.append(dict(environ)) or [b""])
+    wrapped({"PATH_INFO": "/socket.io/", "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"}, None)
+    assert seen == [{"PATH_INFO": "/socket.io/"}]  # the offer never reaches the websocket server
