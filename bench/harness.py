@@ -92,6 +92,7 @@ def _descendants(pid: int) -> list[int]:
 class Stack:
     """Running processes of one benchmark and how to reach them."""
 
+    name: str
     data: Path
     env: dict[str, str]
     redis_url: str = ""
@@ -101,7 +102,10 @@ class Stack:
     logs: list = field(default_factory=list)
 
     def log(self, name: str):
+        """A log file for a process, named after this stack so benchmarks never share one."""
         ARTIFACTS.mkdir(exist_ok=True)
+        if not name.startswith(f"{self.name}-"):
+            name = f"{self.name}-{name}"
         handle = open(ARTIFACTS / f"{name}.log", "w")  # noqa: SIM115 - closed in stack()
         self.logs.append(handle)
         return handle
@@ -135,7 +139,7 @@ class Stack:
             if any(name in host for reply in replies for host in reply):
                 return
             if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited; see bench-artifacts/{name}.log")
+                raise RuntimeError(f"{name} exited; see bench-artifacts/{self.name}-{name}.log")
         raise TimeoutError(f"{name} did not answer a ping within {timeout:.0f}s")
 
     def stop(self, name: str) -> None:
@@ -146,7 +150,7 @@ class Stack:
 def stack(name: str, redis_args: Sequence[str] = PUBSUB_UNLIMITED, **env: str) -> Iterator[Stack]:
     """An embedded Redis on a free loopback port; the benchmark starts the rest on it."""
     with tempfile.TemporaryDirectory(prefix=f"pulse-bench-{name}-") as data:
-        running = Stack(Path(data), {})
+        running = Stack(name, Path(data), {})
         try:
             port = devstack.free_port()
             command = devstack.redis_command(port, Path(data) / "redis") + list(redis_args)
