@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .monitor import Monitor
 from .results import use_lookup_only_backend
 from .store import TaskStore
-from .taskjson import public_view
+from .taskjson import RATE_WINDOW, public_view
 from .waiters import Waiters
 from .workers import worker_json
 
@@ -62,7 +62,11 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
                       on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
-                      pause=lambda: socketio.sleep(0))
+                      pause=lambda: socketio.sleep(0),
+                      # The whole progress history only for a task whose page is open; the
+                      # rest (the dashboard, the widget) needs the points its rate is made of.
+                      history_points=lambda task_id: None if broadcaster.watched(live.task_room(task_id))
+                      else RATE_WINDOW)
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
                            "newest_event_at": monitor.newest_event_at,
                            "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})

@@ -40,6 +40,7 @@ class Monitor:
         idle_timeout: float = 10.0,
         max_batch: int = 1000,
         pause: Callable[[], None] = lambda: None,
+        history_points: Callable[[str], int | None] = lambda task_id: None,
     ) -> None:
         self.celery = celery_app
         self.store = store
@@ -53,6 +54,7 @@ class Monitor:
         self.idle_timeout = idle_timeout
         self.max_batch = max_batch
         self.pause = pause
+        self.history_points = history_points
         self.connected = False
         self.connected_since: float | None = None
         self.last_event_at: float | None = None
@@ -85,7 +87,7 @@ class Monitor:
             except Exception:  # one malformed event must not stop the monitor
                 log.exception("pulse: could not handle event %.200r", event)
         if task_events:
-            for data in self.store.apply_events(task_events):
+            for data in self.store.apply_events(task_events, self.history_points):
                 self.on_task(data)
         self.events_seen += sum(kinds.values())
         self.on_events(kinds)

@@ -6,6 +6,7 @@ result it had; ``unknown`` only when neither ever knew it.
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -76,10 +77,12 @@ class TaskStore:
         """Write one task event into the registry (idempotently); returns the task JSON after it."""
         return self.apply_events([event])[0]
 
-    def apply_events(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def apply_events(self, events: list[dict[str, Any]],
+                     points: Callable[[str], int | None] = lambda task_id: None) -> list[dict[str, Any]]:
         """Write task events in order, in one round trip; the JSON of each task they touched, once.
 
         Progress is written at the source, so a progress event only makes its task's JSON be read.
+        ``points`` bounds the progress history read per task (see ``Registry.get_many``).
         """
         registry = self.registry
         steps: dict[str, list] = {}  # task id -> its writes, in order
@@ -101,12 +104,12 @@ class TaskStore:
         if len(pipe):
             registry.execute(pipe)
         ids = list(steps)
-        records = registry.get_many(ids)
+        records = registry.get_many(ids, points)
         # Not written at the source (a worker without Pulse's signals): take the backend's value.
         no_result = [task_id for task_id, record in zip(ids, records, strict=True)
                      if task_id in succeeded and record is not None and "result" not in record]
         if no_result and self._fill_results(no_result):
-            records = registry.get_many(ids)
+            records = registry.get_many(ids, points)
         return [record_json(record, task_id) for task_id, record in zip(ids, records, strict=True)]
 
     def _fill_results(self, task_ids: list[str]) -> bool:

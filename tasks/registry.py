@@ -147,12 +147,17 @@ class Registry:
         """The record with its progress history and children, or None."""
         return self.get_many([task_id])[0]
 
-    def get_many(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Records for ``task_ids`` in one round trip (None where there is none)."""
+    def get_many(self, task_ids: list[str],
+                 points: Callable[[str], int | None] = lambda task_id: None) -> list[dict[str, Any] | None]:
+        """Records for ``task_ids`` in one round trip (None where there is none).
+
+        ``points(task_id)`` limits the history read to that many newest points (None: all).
+        """
         pipe = self.client.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hgetall(self.key(task_id))
-            pipe.lrange(f"{self.prefix}h:{task_id}", 0, -1)
+            limit = points(task_id)
+            pipe.lrange(f"{self.prefix}h:{task_id}", 0, -1 if limit is None else limit - 1)
             pipe.smembers(f"{self.prefix}c:{task_id}")
         replies = pipe.execute()
         out = []

@@ -169,3 +169,12 @@ def test_queues_are_remembered(registry):
     registry.write("a", "scheduled", fields={"queue": "reports"})
     registry.write("b", "scheduled", fields={"queue": "celery"})
     assert registry.client.smembers(f"{registry.prefix}queues") == {b"reports", b"celery"}
+
+
+def test_get_many_can_read_only_the_newest_history_points(registry):
+    for n in range(5):
+        registry.write("p", "running", point=(100.0 + n, n))
+    full, = registry.get_many(["p"])
+    short, = registry.get_many(["p"], points=lambda task_id: 2)
+    assert [c for _t, c in full["history"]] == [0, 1, 2, 3, 4]
+    assert short["history"] == full["history"][-2:]  # still oldest first
