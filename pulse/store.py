@@ -63,9 +63,11 @@ class TaskStore:
         """The task JSON straight from the registry, with no backend check."""
         return record_json(self.registry.get(task_id), task_id)
 
-    def many_json(self, task_ids: list[str]) -> list[dict[str, Any]]:
-        return [record_json(record, task_id)
-                for task_id, record in zip(task_ids, self.registry.get_many(task_ids), strict=True)]
+    def many_json(self, task_ids: list[str],
+                  points: Callable[[str], int | None] = lambda task_id: None) -> list[dict[str, Any]]:
+        """The task JSON of each id; ``points`` bounds the history read (see ``Registry.get_many``)."""
+        records = self.registry.get_many(task_ids, points)
+        return [record_json(record, task_id) for task_id, record in zip(task_ids, records, strict=True)]
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The most recently active tasks (by their last change), most recent first."""

@@ -5,6 +5,7 @@ from typing import Any
 from .listing import Listing
 from .monitor import Monitor
 from .store import TaskStore
+from .taskjson import RATE_WINDOW
 
 
 def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: str) -> dict[str, Any]:
@@ -21,7 +22,8 @@ def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: 
         "active": worker.active if worker else None,
         "processed": worker.processed if worker else None,
         "loadavg": worker.loadavg if worker else None,
-        "active_tasks": store.many_json(page.ids),
+        # Lists show a task's progress and rate, not its chart: only the points the rate is made of.
+        "active_tasks": store.many_json(page.ids, points=lambda task_id: RATE_WINDOW),
     }
 
 
