@@ -32,6 +32,7 @@ class Maintenance:
         interval: float = 2.0,
         prune_every: float = 60.0,
         sweep_batch: int = 500,
+        sweep_every: float = 10.0,
         consumers_every: float = 10.0,
     ) -> None:
         self.store = store
@@ -42,6 +43,10 @@ class Maintenance:
         self.interval = interval
         self.prune_every = prune_every
         self.sweep_batch = sweep_batch
+        # The expiry sweep walks ended records in slices; describe() also notices an expired
+        # result at once, so the sweep only keeps lists and counts honest and need not be fast.
+        self.sweep_every = sweep_every
+        self._next_sweep = 0.0
         self.consumers: dict[str, list[str]] | None = None  # queue -> workers, None until known
         self.consumers_every = consumers_every
         self._next_consumers = 0.0
@@ -87,9 +92,11 @@ class Maintenance:
             self._reconciled_for = since
             active = [i for s in ("scheduled", "running", "retrying") for i in self._ids(f"status:{s}")]
             changed += self.store.reconcile(active)
-        ended = self._ids_at("ended", self._sweep_offset, self.sweep_batch)
-        self._sweep_offset = 0 if len(ended) < self.sweep_batch else self._sweep_offset + len(ended)
-        changed += self.store.expire_gone(ended)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_every
+            ended = self._ids_at("ended", self._sweep_offset, self.sweep_batch)
+            self._sweep_offset = 0 if len(ended) < self.sweep_batch else self._sweep_offset + len(ended)
+            changed += self.store.expire_gone(ended)
         if now >= self._next_prune:
             self._next_prune = now + self.prune_every
             self.registry.prune(now)
