@@ -31,11 +31,13 @@ class EventStream:
         self.idle_timeout = idle_timeout
         self.max_batch = max_batch
         self.undecodable = 0
+        self.stopped = False
 
     def batches(self) -> Iterator[list[dict[str, Any]]]:
-        """Yield every batch of waiting events; raises TimeoutError after ``idle_timeout`` of silence."""
+        """Yield every batch of waiting events until ``stop()``; raises TimeoutError after
+        ``idle_timeout`` of silence."""
         quiet_since = time.monotonic()
-        while True:
+        while not self.stopped:
             message = self.pubsub.get_message(timeout=1.0)
             if message is None:
                 if time.monotonic() - quiet_since > self.idle_timeout:
@@ -67,6 +69,10 @@ class EventStream:
             except Exception:  # a stray publisher on the channel must not stop the stream
                 self.undecodable += 1
         return events
+
+    def stop(self) -> None:
+        """Make ``batches`` return within a second."""
+        self.stopped = True
 
     def close(self) -> None:
         self.pubsub.close()

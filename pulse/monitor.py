@@ -26,6 +26,26 @@ from .taskjson import valid_id
 log = logging.getLogger(__name__)
 
 
+class _Writing:
+    """One batch's registry writes and pushes, run by ``spawn`` (a green thread or a thread)."""
+
+    def __init__(self, spawn: Callable[..., Any], store: Callable[..., None], prepared: tuple) -> None:
+        self.error: Exception | None = None
+        self.task = spawn(self._run, store, prepared)
+
+    def _run(self, store: Callable[..., None], prepared: tuple) -> None:
+        try:
+            store(*prepared)
+        except Exception as exc:  # handed to whoever joins (the monitor then reconnects)
+            log.warning("pulse: a batch of events was not written: %r", exc)
+            self.error = exc
+
+    def join(self) -> None:
+        self.task.join()
+        if self.error is not None:
+            raise self.error
+
+
 class Monitor:
     """Keeps a ``PulseState`` and the registry from the live event stream."""
 
@@ -39,7 +59,7 @@ class Monitor:
         on_worker: Callable[[str], None] = lambda hostname: None,
         idle_timeout: float = 10.0,
         max_batch: int = 1000,
-        pause: Callable[[], None] = lambda: None,
+        spawn: Callable[..., Any] | None = None,
         history_points: Callable[[str], int | None] = lambda task_id: None,
     ) -> None:
         self.celery = celery_app
@@ -53,7 +73,7 @@ class Monitor:
         self.on_worker = on_worker
         self.idle_timeout = idle_timeout
         self.max_batch = max_batch
-        self.pause = pause
+        self.spawn = spawn
         self.history_points = history_points
         self.connected = False
         self.connected_since: float | None = None
@@ -61,6 +81,7 @@ class Monitor:
         self.events_seen = 0
         self.newest_event_at: float | None = None
         self._receiver = None
+        self._stream: EventStream | None = None
         self._stopping = False
 
     def handle(self, event: dict[str, Any]) -> None:
@@ -73,6 +94,10 @@ class Monitor:
         A malformed event is logged and skipped; the registry is written for the whole batch in
         one round trip. Raises only when Redis fails (the caller reconnects).
         """
+        self._store(*self._prepare(events))
+
+    def _prepare(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter]:
+        """Check the events and apply the workers' to the state; returns (task events, kinds)."""
         self.last_event_at = now = time.time()
         kinds: Counter = Counter()
         task_events: list[dict[str, Any]] = []
@@ -86,6 +111,10 @@ class Monitor:
                 kinds[event["type"]] += 1
             except Exception:  # one malformed event must not stop the monitor
                 log.exception("pulse: could not handle event %.200r", event)
+        return task_events, kinds
+
+    def _store(self, task_events: list[dict[str, Any]], kinds: Counter) -> None:
+        """Write the task events into the registry, report the changed tasks, count the batch."""
         if task_events:
             for data in self.store.apply_events(task_events, self.history_points):
                 self.on_task(data)
@@ -142,14 +171,29 @@ class Monitor:
             finally:
                 self._receiver = None
             return
+        writing, self._stream = None, stream
         try:
             for batch in stream.batches():
                 if self._stopping:
                     return
-                self.handle_batch(batch)
-                self.pause()  # let the web server's other green threads run between batches
+                prepared = self._prepare(batch)
+                self._wait(writing)
+                if self.spawn is None:
+                    self._store(*prepared)
+                else:
+                    # While Redis runs this batch's writes, the next batch is read and decoded:
+                    # the monitor otherwise sat idle for every round trip. One batch in flight
+                    # at a time keeps them in order.
+                    writing = _Writing(self.spawn, self._store, prepared)
         finally:
+            self._stream = None
             stream.close()
+        self._wait(writing)
+
+    @staticmethod
+    def _wait(writing: "_Writing | None") -> None:
+        if writing is not None:
+            writing.join()  # raises what the write raised (Redis failed): the caller reconnects
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
@@ -162,3 +206,5 @@ class Monitor:
         self._stopping = True
         if self._receiver is not None:
             self._receiver.should_stop = True
+        if self._stream is not None:
+            self._stream.stop()

@@ -103,10 +103,9 @@ class TaskStore:
         for task_id, writes in steps.items():
             if writes:  # one call per task: its indexes are updated once
                 registry.write_steps(task_id, writes, client=pipe)
-        if len(pipe):
-            registry.execute(pipe)
         ids = list(steps)
-        records = registry.get_many(ids, points)
+        registry.read_into(pipe, ids, points)  # the same round trip reads what they wrote
+        records = registry.records(ids, registry.execute(pipe))
         # Not written at the source (a worker without Pulse's signals): take the backend's value.
         no_result = [task_id for task_id, record in zip(ids, records, strict=True)
                      if task_id in succeeded and record is not None and "result" not in record]

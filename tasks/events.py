@@ -78,16 +78,37 @@ def encode(body: dict[str, Any], exchange: str) -> tuple[str, bytes]:
     return routing_key, json.dumps(message).encode()
 
 
+_HEAD = b'{"body": "'
+_JSON_BASE64 = (b'"content-type": "application/json"', b'"body_encoding": "base64"')
+
+
 def decode(data: bytes) -> list[dict[str, Any]]:
     """The event bodies in one message (Celery may send a list); raises ValueError if unreadable."""
-    envelope = json.loads(data)
-    if not isinstance(envelope, dict) or envelope.get("content-type") != "application/json":
-        raise ValueError("not a JSON-serialized Celery event (Pulse needs event_serializer='json')")
-    body = envelope.get("body")
-    if (envelope.get("properties") or {}).get("body_encoding") == "base64":
+    body = _base64_body(data)
+    if body is None:  # not the usual layout: read the envelope in full
+        envelope = json.loads(data)
+        if not isinstance(envelope, dict) or envelope.get("content-type") != "application/json":
+            raise ValueError("not a JSON-serialized Celery event (Pulse needs event_serializer='json')")
+        body = envelope.get("body")
+        if (envelope.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+    else:
         body = base64.b64decode(body)
     payload = json.loads(body)
     events = payload if isinstance(payload, list) else [payload]
     if not all(isinstance(one, dict) for one in events):
         raise ValueError("an event that is not a JSON object")
     return events
+
+
+def _base64_body(data: bytes) -> bytes | None:
+    """The body of an envelope laid out as kombu writes it, found without parsing the rest.
+
+    Parsing the whole envelope was a third of the cost of decoding an event. base64 has no
+    quote, so the body ends at the first one; the body is only ever read as JSON, so a message
+    that merely looks like this layout decodes to an error or an event the monitor checks.
+    """
+    if not data.startswith(_HEAD) or not all(marker in data for marker in _JSON_BASE64):
+        return None
+    end = data.find(b'"', len(_HEAD))
+    return data[len(_HEAD):end] if end > 0 else None

@@ -154,12 +154,21 @@ class Registry:
         ``points(task_id)`` limits the history read to that many newest points (None: all).
         """
         pipe = self.client.pipeline(transaction=False)
+        self.read_into(pipe, task_ids, points)
+        return self.records(task_ids, pipe.execute())
+
+    def read_into(self, pipe: Any, task_ids: list[str],
+                  points: Callable[[str], int | None] = lambda task_id: None) -> None:
+        """Queue the reads of ``get_many`` on ``pipe`` (after writes, say); ``records`` parses them."""
         for task_id in task_ids:
             pipe.hgetall(self.key(task_id))
             limit = points(task_id)
             pipe.lrange(f"{self.prefix}h:{task_id}", 0, -1 if limit is None else limit - 1)
             pipe.smembers(f"{self.prefix}c:{task_id}")
-        replies = pipe.execute()
+
+    def records(self, task_ids: list[str], replies: list) -> list[dict[str, Any] | None]:
+        """The records in the replies of ``read_into`` (its last ``3 * len(task_ids)`` replies)."""
+        replies = replies[len(replies) - 3 * len(task_ids):]
         out = []
         for index, task_id in enumerate(task_ids):
             fields, history, children = replies[3 * index: 3 * index + 3]

@@ -1,5 +1,6 @@
 """The event stream read straight from Redis pub/sub, against events Celery's own dispatcher sends."""
 
+import json
 import time
 
 import pytest
@@ -54,3 +55,12 @@ def test_decode_refuses_what_is_not_a_json_event():
     for data in (b"{}", b"[1]", b'{"content-type": "application/x-python-serialize", "body": ""}'):
         with pytest.raises(ValueError):
             wire.decode(data)
+
+
+def test_decode_reads_any_key_order_the_same():
+    body = {"type": "task-progress", "uuid": "t1", "hostname": "w@h", "timestamp": 1.0, "current": 2}
+    _key, usual = wire.encode(body, "celeryev")
+    envelope = json.loads(usual)
+    reordered = json.dumps(dict(reversed(list(envelope.items())))).encode()
+    assert not reordered.startswith(b'{"body"')
+    assert wire.decode(usual) == wire.decode(reordered) == [body]

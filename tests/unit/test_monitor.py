@@ -177,3 +177,33 @@ def test_a_cleanly_stopped_worker_keeps_its_last_sighting(monitor):
     data = worker_json(monitor, monitor.store, Listing(monitor.store.registry), "bye@h")
     assert data["online"] is False and data["expires_at"] is None
     assert data["last_heartbeat"] == pytest.approx(now)
+
+
+def test_spawned_writes_keep_the_stream_in_order(redis_url):
+    """The run loop hands each batch's writes to another thread while it reads the next."""
+
+    def spawn(target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    seen = []
+    monitor = make_monitor(redis_url, on_task=seen.append, spawn=spawn, max_batch=7)
+    runner = threading.Thread(target=monitor.run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: monitor.connected, 10, what="the connection")
+        time.sleep(0.3)  # subscribed
+        with monitor.celery.events.default_dispatcher(hostname="w@h") as dispatcher:
+            dispatcher.send("task-started", uuid="ordered")
+            for number in range(1, 61):
+                monitor.store.registry.write("ordered", "running", fields={"progress": {"current": number}})
+                dispatcher.send("task-progress", uuid="ordered", current=number)
+            dispatcher.send("task-succeeded", uuid="ordered", runtime=1.0)
+        wait_until(lambda: seen and seen[-1]["status"] == "finished", 15, what="the finish")
+    finally:
+        monitor.stop()
+        runner.join(15)
+    assert monitor.events_seen >= 62
+    statuses = [d["status"] for d in seen]
+    assert statuses[-1] == "finished" and "finished" not in statuses[:-1]  # never out of order
