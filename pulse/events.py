@@ -23,9 +23,14 @@ class EventStream:
     def __init__(self, celery_app: Celery, channel: Any, idle_timeout: float = 10.0,
                  max_batch: int = 1000) -> None:
         prefix, patterns = topic_prefix(celery_app)
-        self.pubsub = channel.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = channel.client.pubsub()
         subscribe = self.pubsub.psubscribe if patterns else self.pubsub.subscribe
         subscribe(topic(prefix, patterns, celery_app.conf.event_exchange, "*"))
+        # Events published before Redis confirms the subscription are lost to us: "listening"
+        # starts at the confirmation (the lost-worker rule and the dashboard's status rely on it).
+        confirmed = self.pubsub.get_message(timeout=idle_timeout)
+        if confirmed is None or confirmed["type"] not in ("psubscribe", "subscribe"):
+            raise ConnectionError(f"Redis did not confirm the subscription: {confirmed!r}")
         # Celery's receiver is only used to localise each event; it opens nothing by itself.
         self.receiver = celery_app.events.Receiver(channel, handlers={})
         self.idle_timeout = idle_timeout
@@ -39,7 +44,7 @@ class EventStream:
         quiet_since = time.monotonic()
         while not self.stopped:
             message = self.pubsub.get_message(timeout=1.0)
-            if message is None:
+            if message is None or message["type"] not in ("pmessage", "message"):
                 if time.monotonic() - quiet_since > self.idle_timeout:
                     raise TimeoutError(f"no events for {self.idle_timeout:.0f}s")
                 continue

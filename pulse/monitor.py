@@ -144,7 +144,6 @@ class Monitor:
             try:
                 with self.celery.connection_for_read() as conn:
                     conn.ensure_connection(max_retries=1)
-                    self._set_connected(True)
                     delay = 0.5
                     self._capture(conn)
             except TimeoutError:
@@ -165,6 +164,7 @@ class Monitor:
         try:
             stream = EventStream(self.celery, conn.default_channel, self.idle_timeout, self.max_batch)
         except UnsupportedBroker:  # not Redis: kombu's own receiver, one event at a time
+            self._set_connected(True)
             self._receiver = self.celery.events.Receiver(conn, handlers={"*": self.handle})
             try:
                 self._receiver.capture(limit=None, timeout=self.idle_timeout, wakeup=True)
@@ -172,6 +172,7 @@ class Monitor:
                 self._receiver = None
             return
         writing, self._stream = None, stream
+        self._set_connected(True)  # subscribed: from now on no event is missed
         try:
             for batch in stream.batches():
                 if self._stopping:
