@@ -51,11 +51,10 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
     """The task JSON of a registry record (``unknown`` for None)."""
     if record is None:
         return unknown_json(task_id or "")
-    out = unknown_json(record["id"])
-    out.update({field: record.get(field) for field in FIELDS})
     status = record.get("status") or status_of(record.get("state"))
     history = record.get("history") or []
-    out.update(status=status, history=history, children=record.get("children") or [])
+    out = {"id": record["id"], "status": status, **{field: record.get(field) for field in FIELDS},
+           "children": record.get("children") or [], "history": history}
     out["progress"] = _progress(record, history)
     if out["state"] != states.SUCCESS:
         out["result"] = None

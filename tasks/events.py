@@ -79,7 +79,7 @@ def encode(body: dict[str, Any], exchange: str) -> tuple[str, bytes]:
 
 
 _HEAD = b'{"body": "'
-_JSON_BASE64 = (b'"content-type": "application/json"', b'"body_encoding": "base64"')
+_JSON, _BASE64 = b'"content-type": "application/json"', b'"body_encoding": "base64"'
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:
@@ -108,7 +108,7 @@ def _base64_body(data: bytes) -> bytes | None:
     quote, so the body ends at the first one; the body is only ever read as JSON, so a message
     that merely looks like this layout decodes to an error or an event the monitor checks.
     """
-    if not data.startswith(_HEAD) or not all(marker in data for marker in _JSON_BASE64):
+    if not (data.startswith(_HEAD) and _JSON in data and _BASE64 in data):
         return None
     end = data.find(b'"', len(_HEAD))
     return data[len(_HEAD):end] if end > 0 else None
