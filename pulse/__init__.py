@@ -62,7 +62,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
                       on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
-                      spawn=socketio.start_background_task,
+                      spawn=socketio.start_background_task, pause=lambda: socketio.sleep(0),
                       # The whole progress history only for a task whose page is open; the
                       # rest (the dashboard, the widget) needs the points its rate is made of.
                       history_points=lambda task_id: None if broadcaster.watched(live.task_room(task_id))

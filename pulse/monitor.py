@@ -25,6 +25,8 @@ from .taskjson import valid_id
 
 log = logging.getLogger(__name__)
 
+PAUSE_EVERY = 0.1  # seconds of event handling, at most, before the monitor lets others run
+
 
 class _Writing:
     """One batch's registry writes and pushes, run by ``spawn`` (a green thread or a thread)."""
@@ -60,6 +62,7 @@ class Monitor:
         idle_timeout: float = 10.0,
         max_batch: int = 1000,
         spawn: Callable[..., Any] | None = None,
+        pause: Callable[[], None] = lambda: None,
         history_points: Callable[[str], int | None] = lambda task_id: None,
     ) -> None:
         self.celery = celery_app
@@ -74,6 +77,7 @@ class Monitor:
         self.idle_timeout = idle_timeout
         self.max_batch = max_batch
         self.spawn = spawn
+        self.pause = pause
         self.history_points = history_points
         self.connected = False
         self.connected_since: float | None = None
@@ -173,6 +177,7 @@ class Monitor:
             return
         writing, self._stream = None, stream
         self._set_connected(True)  # subscribed: from now on no event is missed
+        paused = time.monotonic()
         try:
             for batch in stream.batches():
                 if self._stopping:
@@ -186,6 +191,11 @@ class Monitor:
                     # the monitor otherwise sat idle for every round trip. One batch in flight
                     # at a time keeps them in order.
                     writing = _Writing(self.spawn, self._store, prepared)
+                # With a backlog the socket always has data, so nothing here would wait: let the
+                # web server's other green threads (requests, pushes) run every PAUSE_EVERY.
+                if time.monotonic() - paused > PAUSE_EVERY:
+                    self.pause()
+                    paused = time.monotonic()
         finally:
             self._stream = None
             stream.close()
