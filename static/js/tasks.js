@@ -334,6 +334,12 @@ async function loadFirstPage() {
   trim();
   refreshChrome();
   const count = answer.data.tasks.length;
+  if (!count && more) {
+    // A sparse search answers an empty page with a cursor: nothing among the newest yet.
+    announce('Searching older tasks…');
+    await loadMore();
+    return;
+  }
   announce(count ? `${count} task${count === 1 ? '' : 's'} shown${more ? '; more can be loaded' : ''}.`
     : 'No task matches these filters.');
 }
@@ -361,7 +367,12 @@ async function loadMore() {
   finishRecording(recorded);
   trim();
   refreshChrome();
-  announce(`${rows.size} tasks shown${more ? '; more can be loaded' : '; that is all of them'}.`);
+  if (!rows.size && more) {
+    await loadMore();  // still nothing found: keep going until a match or the end
+    return;
+  }
+  announce(rows.size ? `${rows.size} tasks shown${more ? '; more can be loaded' : '; that is all of them'}.`
+    : 'No task matches these filters.');
   // The button may have gone; keep keyboard users where the new rows start.
   if (loadMoreButton.hidden && first) first.link.focus();
 }
