@@ -87,9 +87,11 @@ class Broadcaster:
                 sent = True
         if sent:
             self.on_push("task")
+        dashboard = self.watched(DASHBOARD_ROOM)
         with self._lock:
             self._dirty_units.update(units_of(data))
-            self._dirty[data["id"]] = summary(data)  # a newer change replaces an unsent one
+            if dashboard:  # else nobody to tell: a dashboard that opens reads a fresh snapshot
+                self._dirty[data["id"]] = summary(data)  # a newer change replaces an unsent one
             self._counts_dirty = True
             if data.get("worker"):
                 self._dirty_workers.add(data["worker"])  # its active tasks changed
