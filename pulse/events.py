@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from tasks.events import decode, topic, topic_prefix
+from tasks.events import UnsupportedBroker, decode, topic, topic_prefix
 
 
 def _as_is(reply: Any) -> Any:
@@ -26,6 +26,8 @@ class EventStream:
 
     def __init__(self, celery_app: Celery, channel: Any, idle_timeout: float = 10.0,
                  max_batch: int = 1000) -> None:
+        if celery_app.conf.event_serializer != "json":  # decode() reads JSON only
+            raise UnsupportedBroker(f"event_serializer={celery_app.conf.event_serializer!r}")
         prefix, patterns = topic_prefix(celery_app)
         # The handler redis-py would use for pub/sub replies logs each one at DEBUG, building its
         # text first: that was a tenth of the monitor's time. The messages need no handling.

@@ -64,3 +64,9 @@ def test_decode_reads_any_key_order_the_same():
     reordered = json.dumps(dict(reversed(list(envelope.items())))).encode()
     assert not reordered.startswith(b'{"body"')
     assert wire.decode(usual) == wire.decode(reordered) == [body]
+
+
+def test_events_that_are_not_json_are_left_to_celerys_receiver(app):
+    app.conf.event_serializer = "msgpack"
+    with app.connection_for_read() as conn, pytest.raises(wire.UnsupportedBroker):
+        EventStream(app, conn.default_channel)
