@@ -31,7 +31,11 @@ export function frameBatcher(draw) {
   const pending = new Map();
   let frame = 0;
   return (key, item) => {
-    pending.set(key, item);
+    // Pushes and HTTP answers race each other: within a frame keep the newer copy of a task, not
+    // the one that happened to arrive last (an action's answer could hide the push after it).
+    const held = pending.get(key);
+    if (!(held && item && held.updated_at != null && item.updated_at != null
+          && item.updated_at < held.updated_at)) pending.set(key, item);
     if (!frame) {
       frame = requestAnimationFrame(() => {
         frame = 0;
