@@ -16,7 +16,7 @@ from flask_socketio import SocketIO
 
 from tasks.celery import make_celery
 
-from . import api, auth, commands, embed, live, pages
+from . import api, auth, commands, embed, live, pages, security
 from .actions import Actions
 from .audit import AuditLog
 from .config import load_config
@@ -93,6 +93,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     embed.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)
+    security.init_app(app)
     return app
 
 
