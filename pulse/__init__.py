@@ -28,6 +28,7 @@ from .monitor import Monitor
 from .results import use_lookup_only_backend
 from .store import TaskStore
 from .taskjson import RATE_WINDOW, public_view
+from .throttle import LoginThrottle
 from .waiters import Waiters
 from .workers import worker_json
 
@@ -85,6 +86,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
                                       interval=config["MAINTENANCE_INTERVAL"],
                                       prune_every=config["PRUNE_INTERVAL"]),
         pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
+        pulse_login_throttle=LoginThrottle(registry.client, registry.prefix, config["LOGIN_ATTEMPTS"]),
         pulse_actions=Actions(store, celery_app, audit, on_change=task_changed),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use

@@ -119,8 +119,16 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "POST":
+        throttle = current_app.extensions["pulse_login_throttle"]
+        address = request.remote_addr or "unknown"
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            flash(f"Too many failed attempts from your address: try again in {wait} s.")
+            return render_template("login.html"), 429, {"Retry-After": str(wait)}
         role = role_for_token(request.form.get("token", ""))
-        if role is not None:
+        if role is None:
+            throttle.failed(address)
+        else:
             session.clear()
             session.update(role=role, csrf=secrets.token_urlsafe(32))
             return redirect(_safe_next(request.args.get("next")))

@@ -92,6 +92,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "PRUNE_INTERVAL": _read(env, "PULSE_PRUNE_INTERVAL", _at_least(1.0), 60.0),
         "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
         "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
+        # Failed logins allowed per client address and minute (then 429 until the minute ends).
+        "LOGIN_ATTEMPTS": _read(env, "PULSE_LOGIN_ATTEMPTS", _at_least(1), 10),
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_NAME": "pulse_session",

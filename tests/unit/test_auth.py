@@ -35,3 +35,23 @@ def test_logout_ends_the_session(logged_in):
     client, _csrf = logged_in
     client.post("/logout")
     assert client.get("/").status_code == 302
+
+
+def test_failed_logins_are_throttled_per_address(app, client):
+    limit = app.config["LOGIN_ATTEMPTS"]
+    for _ in range(int(limit)):
+        assert client.post("/login", data={"token": "wrong-token-0123456789"}).status_code == 401
+    refused = client.post("/login", data={"token": TOKEN})  # even the right token must wait
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert b"Too many failed attempts" in refused.data
+    other = app.test_client().post("/login", data={"token": TOKEN},
+                                   environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 302  # another address is not affected
+
+
+def test_the_throttle_window_ends_with_the_minute(app):
+    throttle = app.extensions["pulse_login_throttle"]
+    for _ in range(int(app.config["LOGIN_ATTEMPTS"])):
+        throttle.failed("198.51.100.1", now=120.0)
+    assert throttle.retry_after("198.51.100.1", now=130.0) == 50
+    assert throttle.retry_after("198.51.100.1", now=180.0) is None
