@@ -62,6 +62,7 @@ class Registry:
         self.retention = retention
         self.cap = cap
         self.history_size = history_size
+        self._loaded = False  # write.lua known to be in Redis's script cache (see _pipelined)
 
     @cached_property
     def client(self) -> redis.Redis:
@@ -88,7 +89,7 @@ class Registry:
     def _pipelined(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
         # EVALSHA straight into the pipeline: a Script object would make redis-py ask Redis
         # whether the script exists at every execute, one more round trip per pipeline.
-        if not getattr(self, "_loaded", False):
+        if not self._loaded:
             self.client.script_load(self._write.script)
             self._loaded = True
         pipe.evalsha(self._write.sha, len(keys), *keys, *args)
