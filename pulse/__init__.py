@@ -25,6 +25,8 @@ from .listing import Listing
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .monitor import Monitor
+from .notices import Notices
+from .packets import SafePacket
 from .results import use_lookup_only_backend
 from .store import TaskStore
 from .taskjson import RATE_WINDOW, public_view
@@ -46,7 +48,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     use_lookup_only_backend(celery_app)
     registry = celery_app.pulse_registry
     socketio = SocketIO(app, async_mode=config["ASYNC_MODE"],
-                        cors_allowed_origins=embed.socket_origins(config["EMBED_ORIGINS"]))
+                        cors_allowed_origins=embed.socket_origins(config["EMBED_ORIGINS"]),
+                        max_http_buffer_size=config["MAX_SOCKET_MESSAGE"], serializer=SafePacket)
     metrics = Metrics()
     store = TaskStore(registry, celery_app)
     listing = Listing(registry)
@@ -60,6 +63,14 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         broadcaster.task_changed(data)
         waiters.notify(data)
 
+    notices = Notices(celery_app, registry.prefix)
+
+    def changed_here(data: dict[str, Any]) -> None:
+        # No Celery event carries this change (an action, lost, expired): the other servers'
+        # clients hear of it through a notice.
+        task_changed(data)
+        notices.publish([data["id"]])
+
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
                       on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
@@ -67,7 +78,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
                       # The whole progress history only for a task whose page is open; the
                       # rest (the dashboard, the widget) needs the points its rate is made of.
                       history_points=lambda task_id: None if broadcaster.watched(live.task_room(task_id))
-                      else RATE_WINDOW)
+                      else RATE_WINDOW, notice=notices.from_others)
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
                            "newest_event_at": monitor.newest_event_at,
                            "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})
@@ -82,12 +93,12 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         pulse_waiters=waiters,
         pulse_metrics=metrics,
         pulse_monitor=monitor,
-        pulse_maintenance=Maintenance(store, monitor, on_task=task_changed, lost_after=config["LOST_AFTER"],
+        pulse_maintenance=Maintenance(store, monitor, on_task=changed_here, lost_after=config["LOST_AFTER"],
                                       interval=config["MAINTENANCE_INTERVAL"],
                                       prune_every=config["PRUNE_INTERVAL"]),
         pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
         pulse_login_throttle=LoginThrottle(registry.client, registry.prefix, config["LOGIN_ATTEMPTS"]),
-        pulse_actions=Actions(store, celery_app, audit, on_change=task_changed),
+        pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
@@ -95,7 +106,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     embed.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)
-    security.init_app(app)
+    security.init_app(app)  # last: its proxy fix must wrap Socket.IO's middleware too
     return app
 
 

@@ -3,9 +3,11 @@
 The operator (``PULSE_TOKEN``) may do everything; a viewer (``PULSE_VIEWER_TOKEN``) may read
 everything and change nothing. The API takes ``Authorization: Bearer <token>``; the browser logs
 in once and then carries a session cookie, with a CSRF token required on every mutating request.
+Tokens are compared in constant time and never logged (``pulse.security`` blanks them in URLs).
 """
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from functools import wraps
@@ -26,6 +28,7 @@ from flask import (
 OPERATOR = "operator"
 VIEWER = "viewer"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UNSAFE_IN_NEXT = re.compile(r"[\\\x00-\x1f\x7f]")  # a backslash or a control character
 
 bp = Blueprint("auth", __name__)
 
@@ -45,13 +48,6 @@ def role_for_token(token: Any) -> str | None:
 def bearer_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
-
-
-def socket_role(payload: Any) -> str | None:
-    """The role of a Socket.IO connection: its auth payload's token, else its login session."""
-    if isinstance(payload, dict) and "token" in payload:
-        return role_for_token(payload["token"])
-    return session.get("role")
 
 
 def _refusal(status: int, message: str) -> tuple[dict[str, str], int]:
@@ -110,8 +106,10 @@ def _csrf_ok() -> bool:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site paths: "//host" or "http://..." would make login an open redirect.
-    if target and target.startswith("/") and not target.startswith("//"):
+    # Only same-site paths: "//host" or "http://..." would make login an open redirect, and
+    # browsers read "\\" as "/" and drop tabs and newlines, so "/\\host" is "//host" to them.
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not UNSAFE_IN_NEXT.search(target)):
         return target
     return url_for("pages.dashboard")
 

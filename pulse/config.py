@@ -54,6 +54,21 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _whole(raw: str) -> int:
+    number = int(raw)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def _flag(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
@@ -92,8 +107,19 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "PRUNE_INTERVAL": _read(env, "PULSE_PRUNE_INTERVAL", _at_least(1.0), 60.0),
         "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
         "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
+        # The largest Socket.IO message a client may send (a subscribe is ~100 bytes); above it a
+        # websocket is closed (1009) and a polling POST gets 413 (see pulse.transport).
+        "MAX_SOCKET_MESSAGE": int(_read(env, "PULSE_MAX_SOCKET_MESSAGE", _at_least(1024), 64 * 1024)),
+        # Packets waiting to be written to one client before it counts as stalled and is
+        # disconnected: a healthy one has a handful, the dashboard gets ~12 a second.
+        "CLIENT_QUEUE": int(_read(env, "PULSE_CLIENT_QUEUE", _at_least(16), 256)),
         # Failed logins allowed per client address and minute (then 429 until the minute ends).
         "LOGIN_ATTEMPTS": _read(env, "PULSE_LOGIN_ATTEMPTS", _at_least(1), 10),
+        # Reverse proxies in front of Pulse whose X-Forwarded-For/-Proto/-Host are believed; 0 believes
+        # none, since anyone can send those headers (and pick their address or scheme with them).
+        "PROXY_HOPS": _read(env, "PULSE_PROXY_HOPS", _whole, 0),
+        # Always Secure; otherwise only on requests that came over HTTPS (pulse.security asks each one).
+        "SESSION_COOKIE_SECURE": _read(env, "PULSE_SECURE_COOKIE", _flag, False),
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_NAME": "pulse_session",

@@ -17,6 +17,10 @@ from celery import Celery
 from tasks.events import UnsupportedBroker, decode, topic, topic_prefix
 
 
+class StreamSilent(TimeoutError):
+    """Redis answered nothing on the event stream for ``idle_timeout``: frozen, or cut off."""
+
+
 def _as_is(reply: Any) -> Any:
     return reply
 
@@ -47,18 +51,26 @@ class EventStream:
         self.stopped = False
 
     def batches(self) -> Iterator[list[dict[str, Any]]]:
-        """Yield every batch of waiting events until ``stop()``; raises TimeoutError after
-        ``idle_timeout`` of silence."""
-        quiet_since = time.monotonic()
+        """Yield every batch of waiting events until ``stop()``; raises ``StreamSilent`` when
+        Redis sent nothing for ``idle_timeout``, not even the answer to a ping."""
+        heard, pinged = time.monotonic(), False
+        wait = min(1.0, self.idle_timeout / 4)  # so a ping sent halfway has time to be answered
         while not self.stopped:
-            message = self.pubsub.get_message(timeout=1.0)
+            message = self.pubsub.get_message(timeout=wait)
+            if message is not None:
+                heard, pinged = time.monotonic(), False
             if message is None or message["type"] not in ("pmessage", "message"):
-                if time.monotonic() - quiet_since > self.idle_timeout:
-                    raise TimeoutError(f"no events for {self.idle_timeout:.0f}s")
+                silent = time.monotonic() - heard
+                if silent > self.idle_timeout:
+                    raise StreamSilent(f"Redis sent nothing for {silent:.0f}s, not even a pong")
+                if silent > self.idle_timeout / 2 and not pinged:
+                    # Workers heartbeat every ~2 s, but with none running a live Redis is quiet
+                    # too: its pong tells it from a frozen one, which answers nothing.
+                    self.pubsub.ping()
+                    pinged = True
                 continue
             raw = [message["data"]]
             self._drain(raw)
-            quiet_since = time.monotonic()
             yield self._decode(raw)
 
     def _drain(self, raw: list[bytes]) -> None:

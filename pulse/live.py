@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, request, session
-from flask_socketio import SocketIO, join_room, leave_room
+from flask_socketio import SocketIO, emit, join_room, leave_room
+from redis import RedisError
 from socketio import PubSubManager
 
 from tasks.tokens import Grant, TokenError
@@ -20,7 +21,9 @@ from tasks.tokens import Grant, TokenError
 from . import auth, grants
 from .embed import own_origin
 from .groups import describe_unit, units_of
+from .packets import MALFORMED
 from .taskjson import public_view, summary, valid_id
+from .transport import TransportGuard, polling_filter
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,9 @@ class Broadcaster:
             self._dirty_workers.add(hostname)
 
     def monitor_status(self, connected: bool) -> None:
-        """Tell dashboards whether the event stream is up, so a page can show an outage."""
-        self.socketio.emit("monitor", {"connected": connected, "at": time.time()}, to=DASHBOARD_ROOM)
+        """Tell every client whether the event stream is up: each page shows an outage, and
+        resyncs when it ends (nothing was pushed meanwhile). Rare, so no room is worth keeping."""
+        self.socketio.emit("monitor", monitor_packet(connected))
 
     def flush(self, now: float | None = None) -> int:
         """Send what changed to the dashboard room; returns how many tasks went out."""
@@ -152,6 +156,10 @@ class Broadcaster:
         self._stopping = True
 
 
+def monitor_packet(connected: bool) -> dict[str, Any]:
+    return {"connected": connected, "at": time.time()}
+
+
 def lean_worker(worker: dict[str, Any]) -> dict[str, Any]:
     """A worker as the dashboard room gets it: its running tasks as summaries, like ``tasks``
     batches (a busy worker's tasks with their whole progress histories ran to hundreds of KiB)."""
@@ -188,6 +196,8 @@ def on_connect(auth_payload: Any = None) -> None:
     # and every subscribe checks it again (it may have expired or been revoked since).
     session["pulse_token"] = token if grant is not None else None
     current_app.extensions["pulse_metrics"].clients.inc()
+    if not current_app.extensions["pulse_monitor"].connected:  # a page opened during an outage
+        emit("monitor", monitor_packet(False))
 
 
 def _grant() -> Grant | None:
@@ -242,12 +252,18 @@ def _subscribe_group(store, grant: Grant | None, group_id: Any) -> dict[str, Any
 
 
 def on_unsubscribe(data: Any = None) -> dict[str, Any]:
+    """Leave what ``subscribe`` joined; a token holder's rooms are the public ones."""
     if isinstance(data, dict) and data.get("dashboard") is True:
-        leave_room(DASHBOARD_ROOM)
+        rooms = [DASHBOARD_ROOM]
     elif isinstance(data, dict) and valid_id(data.get("task")):
-        leave_room(task_room(data["task"]))
+        task_id = data["task"]
+        rooms = [task_room(task_id), public_room(task_id), public_room(task_id, can_cancel=True)]
+    elif isinstance(data, dict) and valid_id(data.get("group")):
+        rooms = [unit_room(data["group"], public=False), unit_room(data["group"], public=True)]
     else:
-        return {"error": 'unsubscribe takes {"task": "<id>"} or {"dashboard": true}'}
+        return {"error": 'unsubscribe takes {"task": "<id>"}, {"group": "<id>"} or {"dashboard": true}'}
+    for room in rooms:
+        leave_room(room)
     return {"ok": True, "sid": request.sid}
 
 
@@ -266,9 +282,48 @@ def without_compression(wsgi_app: Callable) -> Callable:
     return serve
 
 
+def on_malformed(reason: Any = None) -> dict[str, str]:
+    """A packet ``SafePacket`` refused; acknowledged when it carried an ack id."""
+    log.info("pulse: refused a Socket.IO packet from %s: %s", request.sid, reason)
+    return {"error": f"refused: {reason}"}
+
+
+def on_unknown(event: str, *args: Any) -> dict[str, str]:
+    log.info("pulse: unknown Socket.IO event %.100r from %s", event, request.sid)
+    return {"error": f"unknown event {event[:100]!r}: Pulse handles subscribe and unsubscribe"}
+
+
+def on_error(exc: Exception) -> dict[str, str]:
+    """Any other failure of a handler: the client gets an error acknowledgement."""
+    event = request.event["message"]
+    if isinstance(exc, RedisError):  # an outage, not a bug: no traceback
+        log.warning("pulse: Socket.IO %s failed, Redis is unreachable: %r", event, exc)
+    else:
+        log.exception("pulse: Socket.IO %s handler failed", event)
+    if event == "connect":  # Flask-SocketIO would take a returned value as consent
+        raise ConnectionRefusedError("the server could not check these credentials; try again")
+    return {"error": f"the server could not handle {event} ({type(exc).__name__}); try again"}
+
+
+def one_argument(event: str, handler: Callable[[Any], dict]) -> Callable[..., dict]:
+    """``handler``, answering a call with extra arguments with an error instead of a TypeError."""
+
+    def handle(*args: Any) -> dict:
+        if len(args) > 1:
+            return {"error": f"{event} takes one argument, not {len(args)}"}
+        return handler(*args)
+
+    return handle
+
+
 def init_app(app: Flask, socketio: SocketIO) -> None:
     socketio.on_event("connect", on_connect)
     socketio.on_event("disconnect", on_disconnect)
-    socketio.on_event("subscribe", on_subscribe)
-    socketio.on_event("unsubscribe", on_unsubscribe)
-    app.wsgi_app = without_compression(app.wsgi_app)
+    socketio.on_event("subscribe", one_argument("subscribe", on_subscribe))
+    socketio.on_event("unsubscribe", one_argument("unsubscribe", on_unsubscribe))
+    socketio.on_event(MALFORMED, on_malformed)
+    socketio.on_event("*", on_unknown)
+    socketio.on_error_default(on_error)
+    metrics = app.extensions["pulse_metrics"]
+    TransportGuard(socketio.server.eio, app.config["CLIENT_QUEUE"], on_stalled=metrics.stalled.inc).install()
+    app.wsgi_app = polling_filter(without_compression(app.wsgi_app), app.config["MAX_SOCKET_MESSAGE"])

@@ -22,6 +22,8 @@ class Metrics:
                               registry=self.registry)
         self.clients = Gauge("pulse_connected_clients", "Socket.IO clients connected",
                              registry=self.registry)
+        self.stalled = Counter("pulse_stalled_clients", "Socket.IO clients disconnected for not reading",
+                               registry=self.registry)
 
     def events_seen(self, kinds: Mapping[str, int]) -> None:
         """Count a batch of events, by type."""

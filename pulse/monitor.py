@@ -19,13 +19,16 @@ from celery.events.state import State
 
 from tasks.events import UnsupportedBroker
 
-from .events import EventStream
+from .events import EventStream, StreamSilent
 from .store import TaskStore
 from .taskjson import valid_id
 
 log = logging.getLogger(__name__)
 
 PAUSE_EVERY = 0.1  # seconds of event handling, at most, before the monitor lets others run
+# Longest wait between two reconnection attempts: live updates must resume within seconds of
+# Redis coming back, however long it was away.
+MAX_RETRY_DELAY = 4.0
 
 
 class _Writing:
@@ -64,6 +67,7 @@ class Monitor:
         spawn: Callable[..., Any] | None = None,
         pause: Callable[[], None] = lambda: None,
         history_points: Callable[[str], int | None] = lambda task_id: None,
+        notice: Callable[[dict[str, Any]], bool] = lambda event: False,
     ) -> None:
         self.celery = celery_app
         self.store = store
@@ -79,6 +83,9 @@ class Monitor:
         self.spawn = spawn
         self.pause = pause
         self.history_points = history_points
+        # Another server's notice of a change no Celery event carries (``pulse.notices``): its
+        # task is read and pushed like one that reported progress.
+        self.notice = notice
         self.connected = False
         self.connected_since: float | None = None
         self.last_event_at: float | None = None
@@ -108,7 +115,7 @@ class Monitor:
         for event in events:
             try:
                 self._check(event, now)
-                if event["type"].startswith("task-"):
+                if event["type"].startswith("task-") or self.notice(event):
                     task_events.append(event)
                 else:
                     self._worker_event(event)
@@ -150,9 +157,15 @@ class Monitor:
                     conn.ensure_connection(max_retries=1)
                     delay = 0.5
                     self._capture(conn)
+            except StreamSilent as exc:
+                # Not even a ping answered: Redis is frozen. Say so now (connecting again may
+                # hang on it for a socket timeout), then reconnect rather than wait on this socket.
+                self._set_connected(False)
+                log.warning("pulse: event stream lost (%s); reconnecting", exc)
+                continue
             except TimeoutError:
-                # Nothing for idle_timeout seconds: workers heartbeat every ~2 s, so the
-                # broker may be frozen. Reconnect rather than wait on a dead socket.
+                # Celery's own receiver (another broker) heard nothing for idle_timeout seconds,
+                # though workers heartbeat every ~2 s: reconnect rather than wait on a dead socket.
                 log.info("pulse: no events for %.0fs, reconnecting", self.idle_timeout)
                 continue
             except Exception as exc:  # broker gone: back off and retry
@@ -161,7 +174,7 @@ class Monitor:
                     break
                 log.warning("pulse: event stream lost (%r); retrying in %.1fs", exc, delay)
                 sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
         self._set_connected(False)
 
     def _capture(self, conn) -> None:

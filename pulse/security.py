@@ -1,16 +1,26 @@
-"""Security headers on every response.
+"""Security headers on every response, and how Pulse tells a request came over TLS.
 
 A Content-Security-Policy that allows no inline script or style and nothing from another origin
 (every script and stylesheet is a file under /static), frame protection everywhere except the
 embed route (which the configured origins may frame), no MIME sniffing, and no Referer: pages
 may carry a per-task token in their URL.
+
+The session cookie is Secure on every request that came over HTTPS, or always with
+PULSE_SECURE_COOKIE. Behind a TLS-terminating proxy the scheme is the proxy's to tell, and Pulse
+believes its X-Forwarded-* headers only when PULSE_PROXY_HOPS says how many proxies there are.
 """
 
-from flask import Flask, Response, current_app, request
+import logging
+import re
+
+from flask import Flask, Response, current_app, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
 EMBED_ENDPOINT = "embed.embed"
+TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"']+")
 
 
 def add_headers(response: Response) -> Response:
@@ -26,5 +36,45 @@ def add_headers(response: Response) -> Response:
     return response
 
 
+class TlsAwareSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, its cookie Secure when the request came over HTTPS.
+
+    Flask's SESSION_COOKIE_SECURE (PULSE_SECURE_COOKIE) is one answer for every request; a server
+    reached both over plain HTTP on loopback and over HTTPS needs the request's own.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
+
+
+class RedactTokens(logging.Filter):
+    """Blank ``?token=`` in log lines: Werkzeug's access log (threading mode) prints whole URLs,
+    and the widget's polling fallback carries its per-task token there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = TOKEN_IN_URL.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def redact_tokens(logger: logging.Logger) -> None:
+    if not any(isinstance(existing, RedactTokens) for existing in logger.filters):
+        logger.addFilter(RedactTokens())
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Take the client's address, scheme and host from the ``hops`` proxies in front (none if 0)."""
+    if hops:
+        # No x_port: a proxy's X-Forwarded-Port would put ":443" in the host, and the socket's
+        # origin check compares the browser's Origin (which has no default port) with it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
 def init_app(app: Flask) -> None:
     app.after_request(add_headers)
+    app.session_interface = TlsAwareSessions()
+    redact_tokens(logging.getLogger("werkzeug"))
+    # create_app calls this last, so the fix wraps Socket.IO's middleware too: the socket's
+    # origin check must see the scheme and host the browser used.
+    trust_proxies(app, app.config["PROXY_HOPS"])

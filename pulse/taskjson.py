@@ -10,7 +10,8 @@ from typing import Any
 
 from celery import states
 
-from tasks.progress import FAILURE_KEYS, PROGRESS, progress_meta
+from tasks.lifecycle import REPR_LIMIT
+from tasks.progress import DETAILS_LIMIT, FAILURE_KEYS, PROGRESS, TYPE_LIMIT, progress_meta
 from tasks.registry import ACTIVE, RESOLVED
 from tasks.safejson import bounded_json, bounded_text
 
@@ -27,6 +28,7 @@ FIELDS = (
     "revoke_reason", "last_error", "created_at", "updated_at",
 )
 RATE_WINDOW = 10  # history points used for the rate
+MESSAGE_PARTS = 20  # of an exception's args, joined into its message
 
 
 def valid_id(task_id: Any) -> bool:
@@ -145,12 +147,12 @@ def _epoch(value: Any) -> float | None:
 def _failure(exc_type: Any, message: Any, traceback: Any, details: Any) -> dict[str, Any]:
     """The failure JSON, bounded; a list message (Celery's exception args) is joined."""
     if isinstance(message, list | tuple):
-        message = ", ".join(str(part) for part in message)
+        message = ", ".join(str(bounded_text(part)) for part in message[:MESSAGE_PARTS])
     return {
-        "exc_type": bounded_text(exc_type, 200),
+        "exc_type": bounded_text(exc_type, TYPE_LIMIT),
         "exc_message": bounded_text(message),
         "traceback": bounded_text(traceback),
-        "details": bounded_json(details or {}),
+        "details": bounded_json(details or {}, DETAILS_LIMIT),
     }
 
 
@@ -187,14 +189,16 @@ def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict
     worker = None if kind == "task-sent" else event.get("hostname")
     if kind == "task-sent":
         status = "retrying" if event.get("retries") else "scheduled"
-        fields = {"state": states.PENDING, "name": event.get("name"), "args": event.get("args"),
-                  "kwargs": event.get("kwargs"), "queue": event.get("queue") or event.get("routing_key"),
+        fields = {"state": states.PENDING, "name": event.get("name"), "args": _repr_text(event.get("args")),
+                  "kwargs": _repr_text(event.get("kwargs")),
+                  "queue": event.get("queue") or event.get("routing_key"),
                   "retries": event.get("retries"), "parent_id": event.get("parent_id"),
                   "root_id": event.get("root_id")}
         return status, fields, {"sent_at": at}
     if kind == "task-received":
         return "scheduled", {"state": states.RECEIVED, "worker": worker, "name": event.get("name")}, {
-            "received_at": at, "args": event.get("args"), "kwargs": event.get("kwargs")}
+            "received_at": at, "args": _repr_text(event.get("args")),
+            "kwargs": _repr_text(event.get("kwargs"))}
     if kind == "task-started":
         return "running", {"state": states.STARTED, "worker": worker}, {"started_at": at}
     if kind == "task-succeeded":
@@ -205,12 +209,17 @@ def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict
         return "failed", {"state": state, "worker": worker, "failure": _event_failure(event)}, {
             "finished_at": at, "has_result": True}
     if kind == "task-retried":
-        return "retrying", {"state": states.RETRY, "last_error": event.get("exception")}, {}
+        return "retrying", {"state": states.RETRY, "last_error": _repr_text(event.get("exception"))}, {}
     if kind == "task-revoked":
         reason = "terminated" if event.get("terminated") else "revoked"
         reason = "expired" if event.get("expired") else reason
         return "revoked", {"state": states.REVOKED, "revoke_reason": reason}, {"finished_at": at}
     return None, {}, {}
+
+
+def _repr_text(value: Any) -> str | None:
+    """An event's repr of arguments or of an exception, bounded as the worker bounds its own."""
+    return bounded_text(value, REPR_LIMIT)
 
 
 def _event_failure(event: dict[str, Any]) -> dict[str, Any]:

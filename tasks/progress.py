@@ -18,12 +18,16 @@ from celery.exceptions import Ignore
 
 from . import lifecycle
 from .progress_writer import progress_writer
-from .safejson import bounded_json, bounded_text
+from .safejson import MAX_KEY, bounded_json, bounded_text
 
 log = logging.getLogger(__name__)
 
 PROGRESS = "PROGRESS"
 MESSAGE_LIMIT = 1000
+TYPE_LIMIT = 200
+# All of a failure's custom details together (each one is bounded to safejson.MAX_CHARS too);
+# more becomes a truncated preview.
+DETAILS_LIMIT = 65_536
 # Keys of a FAILURE meta that Celery itself reads; custom details may not reuse them.
 FAILURE_KEYS = frozenset({"exc_type", "exc_message", "exc_module", "exc_cls"})
 # After a failed write, progress is not attempted for this long: with Redis down every
@@ -36,27 +40,27 @@ class TaskFailure(Exception):
 
 
 def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-    if isinstance(value, float) and not math.isfinite(value):
+    """A finite number, or None for anything else (NaN, infinity, text, an int beyond a float)."""
+    exact = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53
+    try:
+        value = value if exact else float(value)
+    except Exception:  # not a number, an int too large for a float, or a __float__ that raises
         return None
-    return value
+    return value if math.isfinite(value) else None
 
 
 def progress_meta(current: Any, total: Any = None, message: Any = None) -> dict[str, Any]:
-    """The PROGRESS meta: current, total (None if unknown), percent (0-100 or None), message."""
-    current = _number(current) or 0
+    """The PROGRESS meta: current (a finite number >= 0), total (a positive number, or None if
+    unknown), percent (0-100, or None without a total) and message (at most MESSAGE_LIMIT
+    characters, or None). Never raises, whatever it is given."""
+    current = max(_number(current) or 0, 0)
     total = _number(total)
     if total is not None and total <= 0:
         total = None
     percent = None
     if total is not None:
         percent = round(min(max(current / total * 100.0, 0.0), 100.0), 1)
-    if message is not None:
-        message = str(message)[:MESSAGE_LIMIT]
+    message = bounded_text(message, MESSAGE_LIMIT)
     return {"current": current, "total": total, "percent": percent, "message": message}
 
 
@@ -71,7 +75,7 @@ def report_progress(task: Task, current: Any, total: Any = None, message: Any = 
     if request.id is None:  # called directly, not as a task: nothing to report to
         return False
     now = time.monotonic()
-    final = total is not None and current is not None and _reached(current, total)
+    final = _reached(current, total)
     in_outage = getattr(request, "pulse_outage", False)
     if now < getattr(request, "pulse_next", 0.0) and (in_outage or not final):
         return False
@@ -80,7 +84,9 @@ def report_progress(task: Task, current: Any, total: Any = None, message: Any = 
         _send(task, meta, point=(time.time(), meta["current"]))
     except Exception as exc:  # any broker/backend error: log and carry on with the task
         log.warning("pulse: progress of task %s not reported: %r", request.id, exc)
-        request.pulse_outage, request.pulse_next = True, now + OUTAGE_PAUSE
+        # Counted from the failure, not the call: a frozen Redis takes a whole socket timeout to
+        # fail, and counted from the call that would leave no pause at all.
+        request.pulse_outage, request.pulse_next = True, time.monotonic() + OUTAGE_PAUSE
         return False
     interval = getattr(request, "pulse_interval", None)
     if interval is None:
@@ -101,10 +107,8 @@ def _send(task: Task, meta: dict[str, Any], point: tuple[float, float]) -> None:
 
 
 def _reached(current: Any, total: Any) -> bool:
-    try:
-        return current >= total
-    except TypeError:
-        return False
+    current, total = _number(current), _number(total)
+    return current is not None and total is not None and current >= total
 
 
 def failure_meta(message: Any, exc_type: type[BaseException] | str, details: dict) -> dict:
@@ -115,9 +119,10 @@ def failure_meta(message: Any, exc_type: type[BaseException] | str, details: dic
     if isinstance(exc_type, type) and issubclass(exc_type, BaseException):
         type_name, module = exc_type.__qualname__, exc_type.__module__
     else:  # a bare name: Celery rebuilds an exception class of that name when reading
-        type_name, module = str(exc_type), "builtins"
-    meta = {key: bounded_json(value) for key, value in details.items()}
-    meta.update(exc_type=type_name, exc_message=[str(message)[:MESSAGE_LIMIT]], exc_module=module)
+        type_name, module = exc_type, "builtins"
+    meta = bounded_json({key: bounded_json(value) for key, value in details.items()}, DETAILS_LIMIT)
+    meta.update(exc_type=bounded_text(type_name, TYPE_LIMIT),
+                exc_message=[bounded_text(message, MESSAGE_LIMIT)], exc_module=module)
     return meta
 
 
@@ -140,6 +145,7 @@ def fail(
     meta = failure_meta(message, exc_type, details)
     exception = f"{meta['exc_type']}({meta['exc_message'][0]!r})"
     tb = traceback.format_exc() if sys.exc_info()[0] is not None else _stack_traceback(meta)
+    tb = bounded_text(tb)  # stored, recorded and sent: a giant exception text would be paid three times
     try:
         task.update_state(state=states.FAILURE, meta=meta, traceback=tb)
     except Exception as exc:  # backend down: let Celery record a plain failure instead
@@ -150,8 +156,8 @@ def fail(
         _record(task, "failed", {
             "state": states.FAILURE, "finished_at": time.time(), "has_result": True,
             "failure": {"exc_type": meta["exc_type"], "exc_message": meta["exc_message"][0],
-                        "traceback": bounded_text(tb), "details": details,
-                        "exposed": [name for name in expose if name in details]},
+                        "traceback": tb, "details": details,
+                        "exposed": _exposed(expose, details)},
         })
         lifecycle.abandon_chain(task, task.request)
         task.send_event(
@@ -161,6 +167,11 @@ def fail(
     except Exception as exc:  # stored already: the registry and the live event follow it
         log.warning("pulse: failure of task %s not recorded or announced: %r", task.request.id, exc)
     raise Ignore()
+
+
+def _exposed(expose: Iterable[str], details: dict) -> list[str]:
+    # Detail names were cut to MAX_KEY characters with the details: cut the exposed ones alike.
+    return [name for name in (bounded_text(name, MAX_KEY) for name in expose) if name in details]
 
 
 def _record(task: Task, status: str, fields: dict, point: tuple | None = None) -> None:

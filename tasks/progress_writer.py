@@ -53,7 +53,7 @@ class ProgressWriter:
         routing_key, message = events.encode(body, self.exchange)
         pipe.publish(events.topic(self.prefix, self.patterns, self.exchange, routing_key), message)
         try:
-            self.registry.execute(pipe)
+            self.registry.execute(pipe, scripts=(self._state.script,))
         except Exception:
             self._state_loaded = False  # Redis may have restarted: load the script again next time
             raise

@@ -14,6 +14,8 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 # Statuses, in the order a task lives them; the Lua script holds the transition rules.
 STATUSES = ("unstarted", "scheduled", "running", "retrying", "finished", "failed", "revoked",
@@ -67,7 +69,15 @@ class Registry:
     @cached_property
     def client(self) -> redis.Redis:
         # A factory defers the connection (Celery creates its backend client lazily).
-        return self._client() if callable(self._client) else self._client
+        client = self._client() if callable(self._client) else self._client
+        # After Redis restarts, each pooled connection fails once, "closed by server" (under
+        # eventlet the pool's own check misses it): such a call is tried again, once, on a new
+        # connection. Not a timeout: a frozen Redis must cost one socket timeout, not two.
+        # Set for the connections the pool makes from now on (set_retry fails on Celery's
+        # BlockingConnectionPool in redis-py 8.1).
+        client.connection_pool.connection_kwargs["retry"] = Retry(
+            NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return client
 
     @cached_property
     def _write(self):
@@ -77,14 +87,28 @@ class Registry:
         """A pipeline for ``write(..., client=pipe)`` calls; run it with ``execute``."""
         return self.client.pipeline(transaction=False)
 
-    def execute(self, pipe: Any) -> list:
-        """Run a pipeline of writes. If Redis lost its script cache (a restart), the error is
-        raised and the script is loaded again before the next pipelined write."""
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self._loaded = False
-            raise
+    def execute(self, pipe: Any, scripts: Iterable[str] = ()) -> list:
+        """Run a pipeline of writes; ``scripts`` are the other scripts it calls by hash.
+
+        If Redis lost its script cache (restarted without it, as Redis 7 always is), the scripts
+        are loaded again and the pipeline runs again from its first refused call: the writes are
+        idempotent, and the reads after them must see them. Raises the first error left.
+        """
+        commands = list(pipe.command_stack)
+        replies = pipe.execute(raise_on_error=False)
+        refused = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if refused:
+            for script in (self._write.script, *scripts):
+                self.client.script_load(script)
+            self._loaded = True
+            again = self.pipeline()
+            for args, options in commands[refused[0]:]:
+                again.execute_command(*args, **options)
+            replies[refused[0]:] = again.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def _pipelined(self, pipe: Any, keys: list[str], args: list[Any]) -> None:
         # EVALSHA straight into the pipeline: a Script object would make redis-py ask Redis

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 
@@ -15,6 +16,7 @@ import pytest
 import redis
 import requests
 import socketio
+from playwright.sync_api import expect, sync_playwright
 
 from pulse import devstack
 from pulse.results import use_lookup_only_backend
@@ -105,8 +107,8 @@ def worker(redis_url) -> Iterator[None]:
     log.close()
 
 
-def start_server(redis_url: str, name: str, **extra: str):
-    port = devstack.free_port()
+def start_server(redis_url: str, name: str, port: int | None = None, **extra: str):
+    port = port or devstack.free_port()  # a given port: a restarted server where the last one was
     env = server_env(redis_url, port, **extra)
     log = _log(name)
     try:
@@ -160,6 +162,27 @@ def own_server(url: str, name: str, **extra: str) -> Iterator[tuple[Popen, Stack
 
 
 @contextmanager
+def own_worker(url: str, name: str, concurrency: int = 1, app: str = "tasks",
+               **extra: str) -> Iterator[Popen]:
+    """A Celery worker of ``app`` named ``name@<host>`` on ``url``, answering pings before we go on."""
+    env = server_env(url, 0, **extra)
+    with _log(name) as log:
+        proc = devstack.start_worker(env, concurrency=concurrency, log=log, name=name, app=app)
+        try:
+            control = make_celery(env)
+
+            def answers() -> bool:
+                replies = control.control.ping(timeout=0.5)
+                return any(host.startswith(f"{name}@") for reply in replies for host in reply)
+
+            wait_until(lambda: proc.poll() is not None or answers(), 60, 0.2, f"worker {name}")
+            assert proc.poll() is None, f"worker {name} exited; see test-artifacts/{name}.log"
+            yield proc
+        finally:
+            devstack.stop(proc)
+
+
+@contextmanager
 def producer_app(env: dict[str, str]):
     """A Celery app like any producer's: it records what it sends and reads results by lookup."""
     app = make_celery(env)
@@ -176,3 +199,62 @@ def producer(stack) -> Iterator:
     """Send tasks the way a host application does (names outside the launch allow-list too)."""
     with producer_app(stack.env) as app:
         yield app
+
+
+# Browser fixtures: Debian's Chromium, driven headless through Playwright (never its downloads);
+# every browser test is skipped, with the reason, when it is missing.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+TIMEOUT_MS = 30_000  # the machine has 2 cores and runs Redis, a worker and the server too
+# expect() assertions have their own 5 s default, too short on a loaded 2-core machine.
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@dataclass
+class JsErrors:
+    """What went wrong in the page's JavaScript: uncaught exceptions and console.error calls."""
+
+    page_errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def script_errors(self) -> list[str]:
+        """Uncaught exceptions, plus console errors that are not a non-2xx resource load.
+
+        "Failed to load resource" is how Chromium logs any 4xx answer (a refused login is a 401
+        by design), so it is not a script error.
+        """
+        console = [text for text in self.console_errors if not text.startswith("Failed to load resource")]
+        return self.page_errors + console
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def js_errors() -> JsErrors:
+    return JsErrors()
+
+
+@pytest.fixture
+def page(browser, js_errors):
+    """A page in a fresh context: no cookies shared with any other test."""
+    context = browser.new_context(color_scheme="light")
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("pageerror", lambda error: js_errors.page_errors.append(str(error)))
+    page.on("console", lambda msg: msg.type == "error" and js_errors.console_errors.append(msg.text))
+    yield page
+    context.close()

@@ -35,15 +35,18 @@ export function barChart(svg, labels, series, {height = 120, width = 600} = {}) 
 }
 
 // A line through [x, y] points, scaled to the box; yMax fixes the top (e.g. a known total).
+// A point above the top (a task reporting more than its total) is drawn at the top.
 export function lineChart(svg, points, {height = 120, width = 600, yMax = null} = {}) {
   svg.replaceChildren();
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('preserveAspectRatio', 'none');
+  points = points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   if (points.length < 2) return;
   const xs = points.map((p) => p[0]);
   const x0 = Math.min(...xs);
   const spanX = Math.max(1e-9, Math.max(...xs) - x0);
   const top = Math.max(1e-9, yMax ?? Math.max(...points.map((p) => p[1])));
-  const coords = points.map(([x, y]) => `${((x - x0) / spanX) * width},${height - (y / top) * (height - 4)}`);
+  const scale = (y) => Math.min(Math.max(y / top, 0), 1);
+  const coords = points.map(([x, y]) => `${((x - x0) / spanX) * width},${height - scale(y) * (height - 4)}`);
   svg.append(svgEl('polyline', {points: coords.join(' '), class: 'line', fill: 'none'}));
 }

@@ -131,9 +131,10 @@ export function confirmAction(title, message) {
   });
 }
 
-// The live connection. `onSync(socket)` runs on every (re)connection, so a page resubscribes
-// and redraws from a fresh snapshot and no bar stays stale after an outage. The indicator in
-// the header says live / disconnected / event stream lost.
+// The live connection. `onSync(socket)` runs on every (re)connection and whenever the server's
+// event stream comes back, so a page resubscribes and redraws from a fresh snapshot and no bar
+// stays stale after an outage (of the server or of Redis). The indicator in the header says
+// live / disconnected / event stream lost.
 export function connectLive(onSync) {
   const indicator = document.getElementById('connection');
   const show = (state, text) => {
@@ -148,10 +149,12 @@ export function connectLive(onSync) {
   socket.on('disconnect', () => show('down', 'disconnected — reconnecting…'));
   socket.on('connect_error', () => show('down', 'disconnected — reconnecting…'));
   socket.on('monitor', (status) => {
-    if (socket.connected) {
-      show(status.connected ? 'live' : 'degraded',
-        status.connected ? 'live' : 'live — event stream lost, retrying…');
-    }
+    if (!socket.connected) return;
+    show(status.connected ? 'live' : 'degraded',
+      status.connected ? 'live' : 'live — event stream lost, retrying…');
+    // The stream is back, but what happened while it was down sent no push (Redis pub/sub keeps
+    // nothing): redraw from a fresh snapshot, as after a reconnection of the socket itself.
+    if (status.connected) onSync(socket);
   });
   return socket;
 }

@@ -74,6 +74,10 @@ if not ran then
 end
 if pushed then redis.call('LTRIM', hist, 0, history_size - 1) end
 
+-- updated_at never goes back: writers on machines whose clocks lag would otherwise make a newer
+-- version look older, and pages keep the copy with the newest updated_at.
+local before = tonumber(redis.call('HGET', key, 'updated_at'))
+if before and before > now then now = before end
 redis.call('HSETNX', key, 'created_at', tostring(now))
 redis.call('HSET', key, 'updated_at', tostring(now))
 local score = tonumber(redis.call('HGET', key, 'created_at'))

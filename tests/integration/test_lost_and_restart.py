@@ -9,44 +9,17 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from subprocess import Popen
 
 import pytest
 
 from pulse import devstack
-from tasks.celery import make_celery
 
-from ..conftest import ARTIFACTS, Stack, db_url, flush_db, own_server, server_env, wait_until
+from ..conftest import Stack, db_url, flush_db, own_server, own_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 RESTART_DB, LOST_DB = 6, 7
 LOST_AFTER = 4.0
-
-
-
-
-
-@contextmanager
-def own_worker(url: str, name: str, concurrency: int = 1) -> Iterator[Popen]:
-    """A Celery worker named ``name@<host>`` on ``url``, answering pings before we go on."""
-    env = server_env(url, 0)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / f"{name}.log", "w") as log:
-        proc = devstack.start_worker(env, concurrency=concurrency, log=log, name=name)
-        try:
-            app = make_celery(env)
-
-            def answers() -> bool:
-                replies = app.control.ping(timeout=0.5)
-                return any(host.startswith(f"{name}@") for reply in replies for host in reply)
-
-            wait_until(lambda: proc.poll() is not None or answers(), 60, 0.2, f"worker {name}")
-            assert proc.poll() is None, f"worker {name} exited; see test-artifacts/{name}.log"
-            yield proc
-        finally:
-            devstack.stop(proc)
 
 
 def workers_by_prefix(stack: Stack, name: str) -> list[dict]:
@@ -128,7 +101,7 @@ def lost_stack(redis_url) -> Iterator[Stack]:
         yield stack
 
 
-def test_a_task_of_a_killed_worker_becomes_lost_and_its_replay_runs(lost_stack):
+def test_the_tasks_of_a_killed_worker_become_lost_and_a_replay_runs(lost_stack):
     stack = lost_stack
     pushes: list[dict] = []
     lock = threading.Lock()
@@ -140,21 +113,25 @@ def test_a_task_of_a_killed_worker_becomes_lost_and_its_replay_runs(lost_stack):
 
     client.on("task", record)
     try:
-        with own_worker(stack.redis_url, "lostworker") as doomed:
+        with own_worker(stack.redis_url, "lostworker", concurrency=2) as doomed:
             wait_until(lambda: any(w["online"] for w in workers_by_prefix(stack, "lostworker")), 20, 0.2,
                        "the server to hear the worker")
-            task_id = stack.launch("tasks.demo.count", total=40, delay=0.1)
-            client.call("subscribe", {"task": task_id}, timeout=10)
-            running = progressed(stack, task_id, 2)
-            assert running["status"] == "running" and running["worker"].startswith("lostworker@")
+            # Both pool processes busy: every running task of the worker must turn lost.
+            task_id, sibling = (stack.launch("tasks.demo.count", total=40, delay=0.1) for _ in range(2))
+            for running_id in (task_id, sibling):
+                client.call("subscribe", {"task": running_id}, timeout=10)
+                running = progressed(stack, running_id, 2)
+                assert running["status"] == "running" and running["worker"].startswith("lostworker@")
             os.killpg(doomed.pid, signal.SIGKILL)
             doomed.wait(10)
 
-        lost = stack.wait_for(task_id, "lost", timeout=LOST_AFTER + 10)
-        assert lost["can_replay"] is True and lost["can_skip"] is True
-        assert lost["can_revoke"] is False and lost["is_resolved"] is False
-        assert lost["progress"] is not None and lost["progress"]["current"] < 40
-        wait_until(lambda: any(t["status"] == "lost" for t in list(pushes)), 5, 0.1, "the lost push")
+        for lost_id in (task_id, sibling):
+            lost = stack.wait_for(lost_id, "lost", timeout=LOST_AFTER + 10)
+            assert lost["can_replay"] is True and lost["can_skip"] is True
+            assert lost["can_revoke"] is False and lost["is_resolved"] is False
+            assert lost["progress"] is not None and lost["progress"]["current"] < 40
+        wait_until(lambda: {t["id"] for t in list(pushes) if t["status"] == "lost"} == {task_id, sibling},
+                   5, 0.1, "the lost pushes")
         wait_until(lambda: [w["online"] for w in workers_by_prefix(stack, "lostworker")] == [False], 10, 0.2,
                    "the killed worker to be seen offline")
 

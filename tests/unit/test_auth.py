@@ -1,5 +1,11 @@
 """Login, sessions and the pages they guard."""
 
+import logging
+
+import pytest
+
+from tasks.tokens import mint_token
+
 from ..conftest import TOKEN
 
 
@@ -26,9 +32,16 @@ def test_login_sets_an_httponly_samesite_session(client):
     assert TOKEN.encode() not in page.data  # the operator token never reaches a page
 
 
-def test_login_never_redirects_off_site(client):
-    response = client.post("/login?next=//evil.example/x", data={"token": TOKEN})
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "/\t/evil.example",
+                                    "https://evil.example/", "javascript:alert(1)"])
+def test_login_never_redirects_off_site(client, target):
+    response = client.post("/login", query_string={"next": target}, data={"token": TOKEN})
     assert response.headers["Location"] == "/"
+
+
+def test_login_returns_to_the_page_asked_for(client):
+    response = client.post("/login", query_string={"next": "/tasks?status=failed"}, data={"token": TOKEN})
+    assert response.headers["Location"] == "/tasks?status=failed"
 
 
 def test_logout_ends_the_session(logged_in):
@@ -55,3 +68,26 @@ def test_the_throttle_window_ends_with_the_minute(app):
         throttle.failed("198.51.100.1", now=120.0)
     assert throttle.retry_after("198.51.100.1", now=130.0) == 50
     assert throttle.retry_after("198.51.100.1", now=180.0) is None
+
+
+@pytest.fixture
+def failing_app(app):
+    # An unhandled error is the one place Flask logs a request by itself (with a traceback).
+    app.add_url_rule("/api/fails", "fails", lambda: 1 / 0)
+    return app
+
+
+def test_tokens_never_reach_the_log(failing_app, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, every level
+    client = failing_app.test_client()
+    wrong, forged = "wrong-token-0123456789", mint_token("not-this-servers-secret", task_id="a")[0]
+    assert client.post("/login", data={"token": wrong}).status_code == 401
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    assert client.get("/api/tasks/a", query_string={"token": forged}).status_code == 401
+    response = client.get("/api/fails", query_string={"token": forged},
+                          headers={"Authorization": f"Bearer {TOKEN}", "X-CSRF-Token": wrong})
+    assert response.status_code == 500
+    assert "ZeroDivisionError" in caplog.text  # the error was logged...
+    for secret in (TOKEN, wrong, forged):
+        assert secret not in caplog.text  # ...without the request's credentials
+

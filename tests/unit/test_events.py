@@ -1,12 +1,13 @@
 """The event stream read straight from Redis pub/sub, against events Celery's own dispatcher sends."""
 
 import json
+import threading
 import time
 
 import pytest
 import redis
 
-from pulse.events import EventStream
+from pulse.events import EventStream, StreamSilent
 from tasks import events as wire
 from tasks.celery import make_celery
 
@@ -39,16 +40,31 @@ def test_batches_hold_what_celerys_dispatcher_sent(app, redis_url):
     assert stream.undecodable == 1
 
 
-def test_silence_raises_timeout(app):
+def test_a_redis_that_answers_nothing_ends_the_stream(app, redis_url):
     with app.connection_for_read() as conn:
-        stream = EventStream(app, conn.default_channel, idle_timeout=0.5)
+        stream = EventStream(app, conn.default_channel, idle_timeout=1)
         try:
+            # Every client's commands wait, the stream's ping too: a frozen Redis, for a while.
+            redis.Redis.from_url(redis_url).client_pause(3000)
             started = time.monotonic()
-            with pytest.raises(TimeoutError):
+            with pytest.raises(StreamSilent):
                 next(stream.batches())
         finally:
             stream.close()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 3
+
+
+def test_a_quiet_stream_stays_open_while_redis_answers_its_ping(app):
+    """No worker, no event: the stream pings, and the pong keeps it from being taken for dead."""
+    with app.connection_for_read() as conn:
+        stream = EventStream(app, conn.default_channel, idle_timeout=1)
+        stopper = threading.Timer(3, stream.stop)  # three idle timeouts
+        stopper.start()
+        try:
+            assert list(stream.batches()) == []
+        finally:
+            stopper.cancel()
+            stream.close()
 
 
 def test_decode_refuses_what_is_not_a_json_event():

@@ -17,6 +17,7 @@ def changed(app, task_id):
 
 @pytest.fixture
 def socketio(app):
+    app.extensions["pulse_monitor"].connected = True  # as if the event stream were up
     return app.extensions["socketio"]
 
 
@@ -158,3 +159,68 @@ def test_websocket_compression_is_declined():
     wrapped = without_compression(lambda environ, start_response: seen.append(dict(environ)) or [b""])
     wrapped({"PATH_INFO": "/socket.io/", "HTTP_SEC_WEBSOCKET_EXTENSIONS": "permessage-deflate"}, None)
     assert seen == [{"PATH_INFO": "/socket.io/"}]  # the offer never reaches the websocket server
+
+
+def send_raw(socketio, client, encoded):
+    """A Socket.IO packet as it comes off the wire; returns the acknowledgement's arguments, if any."""
+    client.acks = None
+    socketio.server._handle_eio_message(client.eio_sid, encoded)
+    return client.acks["args"] if client.acks else None
+
+
+@pytest.mark.parametrize("encoded, error", [
+    ("21[", "not a Socket.IO packet"),
+    ("21[]", "an event is"),
+    ("21[7]", "an event is"),
+    ('21["disconnect"]', "reserved"),
+    ('21["subscribe",{"dashboard":true},"extra"]', "takes one argument"),
+    ('21["no-such-event",1]', "unknown event 'no-such-event'"),
+    ('51-1["subscribe",{"_placeholder":true,"num":0}]', "binary payloads are not accepted"),
+])
+def test_malformed_and_unexpected_messages_get_an_error_ack_and_nothing_else(app, socketio, caplog, encoded,
+                                                                            error):
+    client = connect(app, socketio, auth={"token": TOKEN})
+    clients = app.extensions["pulse_metrics"].registry.get_sample_value("pulse_connected_clients")
+    [ack] = send_raw(socketio, client, encoded)
+    assert error in ack["error"]
+    assert client.get_received() == [] and client.is_connected()
+    assert app.extensions["pulse_metrics"].registry.get_sample_value("pulse_connected_clients") == clients
+    assert "tasks" in client.emit("subscribe", {"dashboard": True}, callback=True)  # still works
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize("encoded", ["42[", "4{", "9", "", '42["nope"]', '42["disconnect"]', "44{}"])
+def test_malformed_messages_without_an_ack_id_get_no_answer(app, socketio, caplog, encoded):
+    client = connect(app, socketio, auth={"token": TOKEN})
+    assert send_raw(socketio, client, encoded[1:]) is None  # less the Engine.IO type
+    assert client.get_received() == [] and client.is_connected()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_with_redis_unreachable_subscribe_gets_an_error_and_tokens_are_refused(caplog):
+    from pulse import create_app
+    from pulse.devstack import free_port
+    from tasks.tokens import mint_token
+
+    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/1",
+                      "PULSE_ASYNC_MODE": "threading"})
+    socketio = app.extensions["socketio"]
+    client = connect(app, socketio, auth={"token": TOKEN})
+    for subscription in ({"task": "t-1"}, {"dashboard": True}):
+        ack = client.emit("subscribe", subscription, callback=True)
+        assert ack == {"error": "the server could not handle subscribe (ConnectionError); try again"}
+    assert "Redis is unreachable" in caplog.text
+    # A per-task token is checked against its revocations in Redis: unchecked, it is refused.
+    token = mint_token(app.config["SECRET_KEY"], task_id="t-1")[0]
+    assert not connect(app, socketio, auth={"token": token}).is_connected()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_every_client_hears_of_an_outage_and_a_page_opened_during_one_at_once(app, socketio):
+    task_page = connect(app, socketio, auth={"token": TOKEN})
+    task_page.emit("subscribe", {"task": "t-outage"}, callback=True)
+    app.extensions["pulse_live"].monitor_status(False)  # not only the dashboard room
+    assert [(p["name"], p["args"][0]["connected"]) for p in task_page.get_received()] == [("monitor", False)]
+    app.extensions["pulse_monitor"].connected = False
+    late = connect(app, socketio, auth={"token": TOKEN})
+    assert [(p["name"], p["args"][0]["connected"]) for p in late.get_received()] == [("monitor", False)]

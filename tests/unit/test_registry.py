@@ -178,3 +178,10 @@ def test_get_many_can_read_only_the_newest_history_points(registry):
     short, = registry.get_many(["p"], points=lambda task_id: 2)
     assert [c for _t, c in full["history"]] == [0, 1, 2, 3, 4]
     assert short["history"] == full["history"][-2:]  # still oldest first
+
+
+def test_updated_at_never_goes_back_when_a_writer_clock_lags(registry):
+    registry.write("skew", "running", now=2000.0)
+    _code, record = registry.write("skew", "finished", now=1990.0)  # a machine 10 s behind
+    assert record["status"] == "finished"
+    assert float(record["updated_at"]) == 2000.0

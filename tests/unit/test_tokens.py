@@ -156,6 +156,7 @@ def test_groups_and_their_aggregate(app, registry):
 
 def test_sockets_with_task_tokens(app, registry):
     socketio = app.extensions["socketio"]
+    app.extensions["pulse_monitor"].connected = True  # as if the event stream were up
     client = socketio.test_client(app, auth={"token": mint(app, task_id="a")})
     assert client.is_connected()
     assert client.emit("subscribe", {"task": "a"}, callback=True)["task"]["status"] == "running"

@@ -1,0 +1,1 @@
+"""Fault tests: Redis killed, restarted and frozen under a real worker and web server."""

@@ -1,0 +1,406 @@
+"""Who may do what: every HTTP endpoint and every Socket.IO subscription against every credential.
+
+The tables ``HTTP`` and ``SOCKETS`` are the spec. A route added to the app without a row in
+``HTTP`` fails ``test_every_route_has_a_row``. The HTTP half runs in-process (Flask's test client)
+against the real Redis; the Socket.IO half, the proxy setting and the access log against real
+servers. Every cell gets a task A, a task B and a group G of its own, so no answer depends on
+what another cell did.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import socketio
+
+from pulse import create_app
+from pulse.grants import revoke_all
+from pulse.taskjson import PUBLIC_FIELDS
+from tasks.registry import Registry
+from tasks.tokens import mint_token, secret_from_env
+
+from ..conftest import ARTIFACTS, TOKEN, Stack, db_url, flush_db, own_server, wait_until
+
+pytestmark = pytest.mark.integration
+
+DB = 11
+VIEWER = "viewer-token-0123456789abcdef"
+EMBED_ORIGIN = "http://app.example.test"  # in PULSE_EMBED_ORIGINS
+OTHER_ORIGIN = "http://evil.example.test"  # not
+PROXIED = "pulse.example.test"  # the host a TLS-terminating proxy serves Pulse on
+
+CREDENTIALS = {
+    "nil": "no credentials at all",
+    "jnk": "Authorization: Bearer not-a-token",
+    "op": "the operator token (PULSE_TOKEN) as Authorization: Bearer",
+    "op?": "the operator token as ?token= (operator and viewer tokens are never taken from a URL)",
+    "opS": "an operator's login session cookie, with its X-CSRF-Token header",
+    "oS-": "an operator's login session cookie without the X-CSRF-Token header",
+    "vw": "the viewer token (PULSE_VIEWER_TOKEN) as Authorization: Bearer",
+    "vwS": "a viewer's login session cookie, with its X-CSRF-Token header",
+    "tA": "a per-task token for task A as Bearer, asking about A",
+    "tA?": "the same token as ?token=",
+    "tB": "a per-task token for task A, asking about task B",
+    "cA": "a per-task token for A minted with the cancel right, asking about A",
+    "cB": "the same token, asking about task B",
+    "gG": "a group token for group G, asking about G (and about task A on task routes)",
+    "exp": "an expired per-task token for A",
+    "rev": "a per-task token for A, revoked by DELETE /api/tasks/A/tokens",
+    "frg": "a per-task token for A signed with another key (forged)",
+}
+
+# {A}, {G}, {goal}: task A (task B for the tB and cB columns), group G, a goal naming A.
+# A-is: the status A (and B) have, so that what the operator asks is possible (200, 202).
+# POST /login sends the operator token in its form: anyone holding it may log in.
+# HEAD answers as GET does, for every GET row.
+HTTP = """
+method path                       A-is nil jnk op  op? opS oS- vw  vwS tA  tA? tB  cA  cB  gG  exp rev frg
+GET    /healthz                   -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /api/openapi.json          -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /static/js/common.js       -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /widget.js                 -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /embed/{A}                 run  200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /login                     -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+POST   /login                     -    302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302
+POST   /logout                    -    302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302
+GET    /                          -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /tasks                     -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /tasks/{A}                 run  302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /workers                   -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /metrics                   -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/tasks                 -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/tasks/counts          -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/workers               -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/overview              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/audit                 -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/goals/{goal}          run  401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/tasks/{A}             run  401 401 200 401 200 200 200 200 200 200 403 200 403 403 401 403 401
+GET    /api/groups/{G}            -    401 401 200 401 200 200 200 200 403 403 403 403 403 200 401 403 401
+POST   /api/tasks                 -    401 401 202 401 202 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/tasks/{A}/revoke      run  401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/tasks/{A}/replay      fail 401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/tasks/{A}/skip        fail 401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+DELETE /api/tasks/{A}             done 401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/tasks/{A}/token       run  401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/groups/{G}/token      -    401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+DELETE /api/tasks/{A}/tokens      run  401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/tasks/{A}/cancel      run  401 401 200 401 200 403 403 403 403 403 403 200 403 403 401 403 401
+"""
+
+# Socket.IO: connect with the credential from the origin, then on that one connection subscribe
+# to the dashboard, task A, task B and group G in turn, then unsubscribe from all three.
+# ok / no: connected or refused. full: the snapshot as the operator sees it; pub: the public view
+# of a per-task token; err: an error acknowledgement (the connection stays, nothing is joined).
+# Origins: own (the server's), embed (in PULSE_EMBED_ORIGINS), other (not).
+# tA+rev: a token for A revoked after the socket connected (every subscribe checks it again).
+SOCKETS = """
+credential origin connect dashboard task-A task-B group-G unsubscribe
+nil        own    no
+jnk        own    no
+op         own    ok      full      full   full   full    ok
+opS        own    ok      full      full   full   full    ok
+vw         own    ok      full      full   full   full    ok
+vwS        own    ok      full      full   full   full    ok
+tA         own    ok      err       pub    err    err     ok
+cA         own    ok      err       pub    err    err     ok
+gG         own    ok      err       err    err    pub     ok
+exp        own    no
+rev        own    no
+frg        own    no
+tA+rev     own    ok      err       err    err    err     ok
+op         embed  no
+opS        embed  no
+vwS        embed  no
+tA         embed  ok      err       pub    err    err     ok
+gG         embed  ok      err       err    err    pub     ok
+op         other  no
+opS        other  no
+tA         other  no
+"""
+
+STATUS_OF_A = {"-": "running", "run": "running", "fail": "failed", "done": "finished"}
+TASK_TOKENS = ("tA", "tA?", "tB", "cA", "cB", "gG", "exp", "rev", "frg")
+TOKEN_ROUTES = ("/api/tasks/{A}", "/api/groups/{G}", "/api/tasks/{A}/cancel")  # JSON a token may get
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    path: str
+    a_is: str
+    expected: dict[str, int]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def parse_http(table: str) -> list[Row]:
+    header, *lines = table.strip().splitlines()
+    columns = header.split()[3:]
+    assert columns == list(CREDENTIALS), "the HTTP table's columns are the credentials, in order"
+    rows = []
+    for line in lines:
+        method, path, a_is, *codes = line.split()
+        assert len(codes) == len(columns), f"{method} {path}: one status per credential"
+        rows.append(Row(method, path, a_is, dict(zip(columns, map(int, codes), strict=True))))
+    gets = [Row("HEAD", row.path, row.a_is, row.expected) for row in rows if row.method == "GET"]
+    return rows + gets
+
+
+ROWS = parse_http(HTTP)
+
+
+def parse_sockets(table: str) -> list[tuple[str, str, list[str]]]:
+    _header, *lines = table.strip().splitlines()
+    return [(credential, origin, cells) for credential, origin, *cells in map(str.split, lines)]
+
+
+def seed(registry: Registry, status: str) -> dict[str, str]:
+    """Fresh task A and B (in ``status``, replayable), group G (one running member), a goal for A."""
+    tag = uuid.uuid4().hex[:10]
+    ids = {"A": f"a-{tag}", "B": f"b-{tag}", "G": f"g-{tag}", "goal": f"goal-{tag}"}
+    for key in ("A", "B"):
+        registry.write(ids[key], status, fields={
+            "name": "tasks.demo.count", "state": {"finished": "SUCCESS", "failed": "FAILURE"}.get(status),
+            "call": {"args": [], "kwargs": {"total": 1}}, "args": "[]", "worker": "w@matrix"})
+    registry.write(f"{ids['G']}-0", "running", fields={"name": "tasks.demo.count", "group_id": ids["G"],
+                                                      "group_index": 0})
+    registry.client.set(f"{registry.prefix}goal:{ids['goal']}", ids["A"])
+    return ids
+
+
+def task_token(secret: str, registry: Registry, credential: str, ids: dict[str, str]) -> str:
+    """The per-task (or group) token a credential column stands for."""
+    if credential == "gG":
+        return mint_token(secret, group_id=ids["G"])[0]
+    if credential == "frg":
+        return mint_token("not-this-servers-secret", task_id=ids["A"])[0]
+    if credential == "exp":
+        return mint_token(secret, task_id=ids["A"], ttl=60, now=time.time() - 120)[0]
+    token = mint_token(secret, task_id=ids["A"], cancel=credential in ("cA", "cB"))[0]
+    if credential == "rev":
+        revoke_all(registry, ids["A"])
+    return token
+
+
+# --- HTTP ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matrix_app(redis_url):
+    url = db_url(redis_url, DB)
+    flush_db(url)
+    app = create_app({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": url,
+                      "PULSE_ASYNC_MODE": "threading", "PULSE_EMBED_ORIGINS": EMBED_ORIGIN,
+                      "PULSE_REGISTRY_PREFIX": "matrix:"})
+    yield app
+    flush_db(url)  # the launches and replays it queued: no worker consumes this database
+
+
+def http_credential(app, credential: str, ids: dict[str, str]):
+    """(test client, headers, query string) carrying ``credential``."""
+    client = app.test_client()
+    if credential in ("opS", "oS-", "vwS"):
+        login = client.post("/login", data={"token": VIEWER if credential == "vwS" else TOKEN})
+        assert login.status_code == 302
+        with client.session_transaction() as session:
+            csrf = session["csrf"]
+        return client, {} if credential == "oS-" else {"X-CSRF-Token": csrf}, {}
+    if credential == "op?":
+        return client, {}, {"token": TOKEN}
+    bearer = {"nil": None, "jnk": "not-a-token", "op": TOKEN, "vw": VIEWER}.get(credential)
+    if credential in TASK_TOKENS:
+        bearer = task_token(app.config["SECRET_KEY"], app.extensions["pulse_registry"], credential, ids)
+    if credential == "tA?":
+        return client, {}, {"token": bearer}
+    return client, {"Authorization": f"Bearer {bearer}"} if bearer else {}, {}
+
+
+def assert_public(body: Any) -> None:
+    """A per-task token is answered with the public view only: no arguments, worker or traceback."""
+    for task in body.get("members", [body]) if isinstance(body, dict) else []:
+        assert set(task) <= {*PUBLIC_FIELDS, "failure", "can_cancel"}, sorted(task)
+
+
+def http_cell(app, row: Row, credential: str) -> int:
+    registry = app.extensions["pulse_registry"]
+    ids = seed(registry, STATUS_OF_A[row.a_is])
+    target = ids["B"] if credential in ("tB", "cB") else ids["A"]
+    path = row.path.format(A=target, G=ids["G"], goal=ids["goal"])
+    client, headers, query = http_credential(app, credential, ids)
+    body: dict[str, Any] = {}
+    if row.path == "/login":
+        body["data"] = {"token": TOKEN}
+    elif row.path == "/api/tasks" and row.method == "POST":
+        body["json"] = {"name": "tasks.demo.count", "kwargs": {"total": 1}}
+    response = client.open(path, method=row.method, headers=headers, query_string=query, **body)
+    response.close()  # a static file's response holds the file open
+    if credential in TASK_TOKENS and response.status_code == 200 and row.method != "HEAD" \
+            and row.path in TOKEN_ROUTES:
+        assert_public(response.get_json())
+    return response.status_code
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+def test_http(matrix_app, row):
+    assert {credential: http_cell(matrix_app, row, credential) for credential in CREDENTIALS} == row.expected
+
+
+def test_every_route_has_a_row(matrix_app):
+    routes = {(rule.endpoint, method) for rule in matrix_app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    adapter = matrix_app.url_map.bind("localhost")
+    sample = {"A": "a-1", "G": "g-1", "goal": "goal-1"}
+    covered = {(adapter.match(row.path.format(**sample), row.method)[0], row.method) for row in ROWS
+               if row.method != "HEAD"}
+    assert routes - covered == set(), "routes without a row in the HTTP table"
+    assert covered - routes == set()
+
+
+def test_options_answers_carry_nothing(matrix_app):
+    client = matrix_app.test_client()
+    for path in {row.path.format(A="a-1", G="g-1", goal="goal-1") for row in ROWS}:
+        response = client.options(path)
+        assert (response.status_code, response.data) == (200, b""), path
+
+
+# --- Socket.IO -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matrix_server(redis_url) -> Stack:
+    """The real server (eventlet), with a viewer, an embedding origin and one trusted proxy."""
+    url = db_url(redis_url, DB)
+    with own_server(url, "web-access", PULSE_VIEWER_TOKEN=VIEWER, PULSE_EMBED_ORIGINS=EMBED_ORIGIN,
+                    PULSE_PROXY_HOPS="1") as (_proc, stack):
+        yield stack
+
+
+def session_cookie(stack: Stack, token: str, **headers: str) -> requests.Response:
+    response = requests.post(stack.base_url + "/login", data={"token": token}, headers=headers,
+                             allow_redirects=False, timeout=10)
+    assert response.status_code == 302, response.text
+    return response
+
+
+def connect(stack: Stack, origin: str, auth: dict | None = None,
+            headers: dict | None = None) -> socketio.Client:
+    """A websocket-only client whose handshake says it comes from ``origin``."""
+    client = socketio.Client(reconnection=False, websocket_extra_options={"origin": origin})
+    client.connect(stack.base_url, auth=auth, headers=headers or {}, transports=["websocket"],
+                   wait_timeout=10)
+    return client
+
+
+def snapshot_kind(answer: dict) -> str:
+    if "error" in answer:
+        return "err"
+    task = answer.get("task") or (answer.get("group") or {}).get("members", [None])[0] or {}
+    return "pub" if "can_cancel" in task else "full"
+
+
+def socket_row(stack: Stack, credential: str, origin: str) -> list[str]:
+    registry = stack.celery.pulse_registry
+    ids = seed(registry, "running")
+    auth, headers = None, {}
+    if credential in ("opS", "vwS"):
+        cookie = session_cookie(stack, VIEWER if credential == "vwS" else TOKEN).cookies["pulse_session"]
+        headers = {"Cookie": f"pulse_session={cookie}"}
+    elif credential != "nil":
+        tokens = {"jnk": "not-a-token", "op": TOKEN, "vw": VIEWER}
+        auth = {"token": tokens.get(credential) or
+                task_token(secret_from_env(stack.env), registry, credential.removesuffix("+rev"), ids)}
+    origins = {"own": stack.base_url, "embed": EMBED_ORIGIN, "other": OTHER_ORIGIN}
+    try:
+        client = connect(stack, origins[origin], auth, headers)
+    except socketio.exceptions.ConnectionError:
+        return ["no"]
+    try:
+        if credential.endswith("+rev"):
+            revoke_all(registry, ids["A"])
+        payloads = [{"dashboard": True}, {"task": ids["A"]}, {"task": ids["B"]}, {"group": ids["G"]}]
+        answers = [client.call("subscribe", payload, timeout=10) for payload in payloads]
+        left = [client.call("unsubscribe", payload, timeout=10) for payload in payloads]
+    finally:
+        client.disconnect()
+    return ["ok", *map(snapshot_kind, answers), "ok" if all(a.get("ok") is True for a in left) else "err"]
+
+
+@pytest.mark.parametrize(("credential", "origin", "expected"), parse_sockets(SOCKETS),
+                         ids=[f"{c}-{o}" for c, o, _ in parse_sockets(SOCKETS)])
+def test_socket(matrix_server, credential, origin, expected):
+    assert socket_row(matrix_server, credential, origin) == expected
+
+
+def test_unsubscribing_stops_the_pushes(matrix_server):
+    """Token holders are in rooms of their own (public view): unsubscribe must leave those too."""
+    stack, registry = matrix_server, matrix_server.celery.pulse_registry
+    ids = seed(registry, "running")
+    secret = secret_from_env(stack.env)
+    tokens = {"task": mint_token(secret, task_id=ids["A"])[0],
+              "group": mint_token(secret, group_id=ids["G"])[0]}
+    received: dict[tuple[str, bool], list] = {}
+    clients = []
+    try:
+        for kind, unit in (("task", ids["A"]), ("group", ids["G"])):
+            for leaves in (False, True):
+                client = connect(stack, stack.base_url, {"token": tokens[kind]})
+                clients.append(client)
+                client.on(kind, received.setdefault((kind, leaves), []).append)
+                assert "error" not in client.call("subscribe", {kind: unit}, timeout=10)
+                if leaves:
+                    assert client.call("unsubscribe", {kind: unit}, timeout=10)["ok"] is True
+        for task_id in (ids["A"], f"{ids['G']}-0"):  # a change to A, and to G's member
+            assert stack.api("POST", f"/api/tasks/{task_id}/revoke").status_code == 200
+        wait_until(lambda: received[("task", False)] and received[("group", False)], 10, what="the pushes")
+        time.sleep(1.0)  # the same pushes, had they been sent to the others, would be here by now
+    finally:
+        for client in clients:
+            client.disconnect()
+    assert received[("task", True)] == [] and received[("group", True)] == []
+
+
+# --- TLS behind a proxy, and the access log -----------------------------------------------------------
+
+
+def forwarded(https: bool) -> dict[str, str]:
+    return {"X-Forwarded-Proto": "https" if https else "http", "X-Forwarded-Host": PROXIED}
+
+
+def test_a_trusted_proxy_makes_the_cookie_secure_and_the_socket_same_origin(matrix_server):
+    stack = matrix_server
+    assert "Secure" not in session_cookie(stack, TOKEN).headers["Set-Cookie"]
+    response = session_cookie(stack, TOKEN, **forwarded(https=True))
+    assert "Secure" in [flag.strip() for flag in response.headers["Set-Cookie"].split(";")]
+    # The browser talks to https://pulse.example.test: its Origin is the proxy's, not 127.0.0.1's.
+    cookie = {"Cookie": f"pulse_session={response.cookies['pulse_session']}"}
+    client = connect(stack, f"https://{PROXIED}", headers={**cookie, **forwarded(https=True)})
+    try:
+        assert "tasks" in client.call("subscribe", {"dashboard": True}, timeout=10)
+    finally:
+        client.disconnect()
+    with pytest.raises(socketio.exceptions.ConnectionError):  # the proxy said plain HTTP
+        connect(stack, f"https://{PROXIED}", headers={**cookie, **forwarded(https=False)})
+
+
+def test_without_the_proxy_setting_forwarded_headers_change_nothing(redis_url):
+    """Also the threading server's access log: a per-task token in a URL is blanked there."""
+    url = db_url(redis_url, DB)
+    with own_server(url, "web-access-threading", PULSE_ASYNC_MODE="threading") as (_proc, stack):
+        response = session_cookie(stack, TOKEN, **forwarded(https=True))
+        assert "Secure" not in response.headers["Set-Cookie"]
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            connect(stack, f"https://{PROXIED}", headers={
+                "Cookie": f"pulse_session={response.cookies['pulse_session']}", **forwarded(https=True)})
+        ids = seed(stack.celery.pulse_registry, "running")
+        token = mint_token(secret_from_env(stack.env), task_id=ids["A"])[0]
+        assert requests.get(f"{stack.base_url}/api/tasks/{ids['A']}", params={"token": token},
+                            timeout=10).status_code == 200
+        log = Path(ARTIFACTS / "web-access-threading.log")
+        line = f"GET /api/tasks/{ids['A']}?token=[redacted] HTTP/1.1"
+        wait_until(lambda: line in log.read_text(), 10, what="the request in the access log")
+        assert token not in log.read_text() and TOKEN not in log.read_text()
