@@ -6,8 +6,10 @@ PYTEST_ARGS ?=
 # The benchmarks' competitors (Flower) live in their own virtualenv, never in the app's.
 BENCH_VENV ?= .venv-bench
 QUICK ?=
+# `make soak`: seconds of load (an hour by default).
+DURATION ?= 3600
 
-.PHONY: run test lint chromium bench clean
+.PHONY: run test lint chromium bench soak clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +48,11 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 # at a tiny size to prove the suite works (CI runs it; its figures say nothing about speed).
 bench: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
 	PULSE_BENCH_VENV=$(BENCH_VENV) $(PY) -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
+# `make soak` runs mixed tasks for DURATION seconds and reports whether memory stays flat
+# (bench/soak.py); not part of `make bench` or CI.
+soak: $(VENV)/.installed-dev $(BENCH_VENV)/.installed
+	$(PY) -m bench.soak --duration $(DURATION)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
