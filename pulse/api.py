@@ -23,6 +23,7 @@ from .workers import all_workers
 
 bp = Blueprint("api", __name__)
 MAX_WAIT = 30.0
+FILTER_LIMIT = 1000  # characters of a text filter: names and hostnames are far shorter
 GOAL_LIMIT = 200
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -116,6 +117,9 @@ def get_task(task_id: str) -> Any:
 def _filters() -> dict[str, Any]:
     args = request.args
     filters: dict[str, Any] = {key: args.get(key) for key in ("state", "name", "worker", "q")}
+    for key, value in filters.items():
+        if value is not None and len(value) > FILTER_LIMIT:
+            raise ListingError(f"{key} is at most {FILTER_LIMIT} characters")
     filters["status"] = [s for s in args.get("status", "").split(",") if s]
     for key in ("since", "until"):
         filters[key] = parse_time(args[key], key) if args.get(key) else None

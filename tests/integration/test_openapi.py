@@ -292,6 +292,16 @@ def test_a_malformed_task_id_is_answered_400_on_every_task_route(stack, method, 
     assert "malformed task id" in body["error"]
 
 
+def test_an_overlong_filter_is_answered_400_by_pulse_not_414_by_the_server(stack):
+    # 1001 four-byte characters percent-encode to ~12 KB: over eventlet's default request line.
+    for key in ("q", "name", "worker", "state"):
+        response = stack.api("GET", "/api/tasks", params={key: "\U00051a92" * 1001})
+        assert response.status_code == 400, (key, response.status_code)
+        body = assert_documented("GET", "/api/tasks", response)
+        assert body == {"error": f"{key} is at most 1000 characters"}
+    assert stack.api("GET", "/api/tasks", params={"q": "\U00051a92" * 1000}).status_code == 200
+
+
 @pytest.mark.parametrize("path", sorted(load_spec()["paths"]))
 def test_an_undocumented_method_is_answered_405_with_allow(stack, path):
     # RFC 9110: a 405 answer carries Allow. (Checked here rather than by the fuzzing below, where

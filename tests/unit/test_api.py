@@ -120,3 +120,11 @@ def test_redis_down_answers_503_not_500():
     launch = client.post("/api/tasks", json={"name": "tasks.demo.count", "goal": "g"}, headers=headers)
     assert launch.status_code == 503
     assert client.get("/healthz").get_json()["redis"]["ok"] is False
+
+
+@pytest.mark.parametrize("key", ["q", "name", "worker", "state"])
+def test_a_text_filter_over_1000_characters_is_refused(client, auth_headers, key):
+    assert client.get("/api/tasks", query_string={key: "x" * 1000}, headers=auth_headers).status_code == 200
+    response = client.get("/api/tasks", query_string={key: "x" * 1001}, headers=auth_headers)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": f"{key} is at most 1000 characters"}
