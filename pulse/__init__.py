@@ -15,6 +15,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from tasks.celery import make_celery
+from tasks.registry import retry_once
 
 from . import api, auth, commands, embed, live, pages, security
 from .actions import Actions
@@ -84,8 +85,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
                            "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})
     app.extensions.update(
         pulse_celery=celery_app,
+        # /healthz and the overview's queue depths: after a Redis restart, a call on a pooled
+        # connection that Redis closed is tried once more, as the registry's are.
         pulse_redis=redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
-                                         socket_connect_timeout=2),
+                                         socket_connect_timeout=2, retry=retry_once()),
         pulse_registry=registry,
         pulse_store=store,
         pulse_listing=listing,

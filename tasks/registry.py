@@ -48,6 +48,11 @@ def decode(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def retry_once() -> Retry:
+    """A call that failed on a closed connection is tried once more on a new one; see ``client``."""
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
 class Registry:
     """Reads and writes task records in Redis under ``prefix``."""
 
@@ -75,8 +80,7 @@ class Registry:
         # connection. Not a timeout: a frozen Redis must cost one socket timeout, not two.
         # Set for the connections the pool makes from now on (set_retry fails on Celery's
         # BlockingConnectionPool in redis-py 8.1).
-        client.connection_pool.connection_kwargs["retry"] = Retry(
-            NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        client.connection_pool.connection_kwargs["retry"] = retry_once()
         return client
 
     @cached_property
