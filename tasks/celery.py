@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from celery import Celery
 
-from . import lifecycle
+from . import collect, lifecycle
 from .registry import Registry
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,8 +47,8 @@ def _duration(env: Mapping[str, str], key: str, default: float) -> float:
 
 def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
     """Build the Celery app from ``env``: REDIS_URL, PULSE_PROGRESS_INTERVAL, PULSE_REDIS_TIMEOUT,
-    PULSE_RETENTION, PULSE_REGISTRY_CAP and PULSE_REGISTRY_PREFIX. Its ``pulse_registry`` is the
-    durable task registry."""
+    PULSE_RETENTION, PULSE_REGISTRY_CAP, PULSE_REGISTRY_PREFIX and PULSE_WORKER_GC_INTERVAL. Its
+    ``pulse_registry`` is the durable task registry."""
     redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     timeout = _positive_float(env, "PULSE_REDIS_TIMEOUT", 5.0)
     app = Celery("pulse", broker=redis_url, backend=redis_url, include=["tasks.demo"],
@@ -68,6 +68,7 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
             "socket_timeout": timeout,
         },
         pulse_progress_interval=_positive_float(env, "PULSE_PROGRESS_INTERVAL", 0.25),
+        pulse_worker_gc_interval=_positive_float(env, "PULSE_WORKER_GC_INTERVAL", 5.0),
     )
     cap = env.get("PULSE_REGISTRY_CAP") or "200000"
     if not cap.isdigit() or int(cap) < 1:
@@ -80,6 +81,7 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
         cap=int(cap),
     )
     lifecycle.install()
+    collect.install()
     return app
 
 
