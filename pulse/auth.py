@@ -100,8 +100,9 @@ def page_access(view: Callable) -> Callable:
 
 
 def _csrf_ok() -> bool:
+    """The session's CSRF token came with the request: the API's header, or a page form's field."""
     expected = session.get("csrf")
-    sent = request.headers.get("X-CSRF-Token", "")
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
     return bool(expected) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
@@ -137,6 +138,10 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    # Without the check any site could log an operator out (a forged form, sent with the cookie
+    # by browsers that do not default to SameSite=Lax). Without a session there is nothing to end.
+    if session.get("role") is not None and not _csrf_ok():
+        return _refusal(403, "missing or wrong csrf_token for this session: log out from a Pulse page")
     session.clear()
     return redirect(url_for("auth.login"))
 

@@ -63,6 +63,17 @@ def test_login_link_with_token_fragment_logs_in(page, stack, js_errors):
     assert not js_errors.script_errors()
 
 
+def test_log_out_button_ends_the_session(logged_in_page, stack, js_errors):
+    page = logged_in_page
+    with page.expect_response(lambda r: r.request.method == "POST" and "/logout" in r.url) as answer:
+        page.get_by_role("button", name="Log out").click()
+    assert answer.value.status == 302  # the form carries the session's CSRF token
+    page.wait_for_url(stack.base_url + "/login")
+    page.goto(stack.base_url + "/")
+    assert urlsplit(page.url).path == "/login"
+    assert not js_errors.script_errors()
+
+
 def test_count_bar_fills_live_and_turns_green(logged_in_page, stack, js_errors):
     page = logged_in_page
     task_id = launch(page, "tasks.demo.count", {"total": 20, "delay": 0.1})

@@ -45,9 +45,17 @@ def test_login_returns_to_the_page_asked_for(client):
 
 
 def test_logout_ends_the_session(logged_in):
-    client, _csrf = logged_in
-    client.post("/logout")
+    client, csrf = logged_in
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
     assert client.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("form", [{}, {"csrf_token": "forged"}])
+def test_logout_without_the_sessions_csrf_token_is_refused(logged_in, form):
+    client, _csrf = logged_in
+    refused = client.post("/logout", data=form)  # what a forged cross-site form would send
+    assert refused.status_code == 403 and "csrf_token" in refused.get_json()["error"]
+    assert client.get("/").status_code == 200  # still logged in
 
 
 def test_failed_logins_are_throttled_per_address(app, client):

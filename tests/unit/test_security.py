@@ -54,7 +54,9 @@ def test_the_session_cookie_is_secure_behind_tls(redis_url, env, how, secure):
     flags = cookie_flags(response)
     assert ("Secure" in flags) is secure
     assert {"HttpOnly", "SameSite=Lax"} <= flags
-    assert ("Secure" in cookie_flags(client.post("/logout", **how))) is secure  # the deletion too
+    with client.session_transaction(**how) as session:
+        form = {"csrf_token": session["csrf"]}
+    assert ("Secure" in cookie_flags(client.post("/logout", data=form, **how))) is secure  # the deletion too
 
 
 def failed_logins_from(app, addresses: list[str]) -> list[int]:
