@@ -1,8 +1,8 @@
 """Pulse's web server: the event monitor, live Socket.IO rooms, REST API, pages and auth.
 
 ``create_app`` builds the app and binds the shared objects; ``start_background`` starts the
-monitor, the registry upkeep and the dashboard pusher (kept apart so that building an app
-starts nothing).
+monitor, the registry upkeep, the dashboard pusher and the token recheck (kept apart so that
+building an app starts nothing).
 """
 
 import os
@@ -22,6 +22,7 @@ from .actions import Actions
 from .audit import AuditLog
 from .config import load_config
 from .groups import describe_unit
+from .lapses import TokenLapses
 from .listing import Listing
 from .maintenance import Maintenance
 from .metrics import Metrics
@@ -99,6 +100,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         pulse_maintenance=Maintenance(store, monitor, on_task=changed_here, lost_after=config["LOST_AFTER"],
                                       interval=config["MAINTENANCE_INTERVAL"],
                                       prune_every=config["PRUNE_INTERVAL"]),
+        # A per-task token that expires or is revoked ends the live feed of sockets holding it.
+        pulse_lapses=TokenLapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
+                                 interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),
         pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
         pulse_login_throttle=LoginThrottle(registry.client, registry.prefix, config["LOGIN_ATTEMPTS"]),
         pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
@@ -114,8 +118,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
 
 def start_background(app: Flask) -> None:
-    """Start the monitor, the registry upkeep and the dashboard pusher."""
+    """Start the monitor, the registry upkeep, the dashboard pusher and the token recheck."""
     socketio = app.extensions["socketio"]
-    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live"):
+    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses"):
         worker = app.extensions[name]
         socketio.start_background_task(worker.run, sleep=socketio.sleep)

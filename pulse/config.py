@@ -113,6 +113,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # Packets waiting to be written to one client before it counts as stalled and is
         # disconnected: a healthy one has a handful, the dashboard gets ~12 a second.
         "CLIENT_QUEUE": int(_read(env, "PULSE_CLIENT_QUEUE", _at_least(16), 256)),
+        # How often the server disconnects sockets whose per-task token expired or was revoked.
+        "TOKEN_RECHECK_INTERVAL": _read(env, "PULSE_TOKEN_RECHECK_INTERVAL", _at_least(0.5), 5.0),
         # Failed logins allowed per client address and minute (then 429 until the minute ends).
         "LOGIN_ATTEMPTS": _read(env, "PULSE_LOGIN_ATTEMPTS", _at_least(1), 10),
         # Reverse proxies in front of Pulse whose X-Forwarded-For/-Proto/-Host are believed; 0 believes

@@ -23,16 +23,25 @@ def check(token: str) -> Grant:
     """The grant of a per-task token; raises TokenError (401 bad or expired, 403 revoked)."""
     grant = read_token(current_app.config["SECRET_KEY"], token)
     registry = current_app.extensions["pulse_registry"]
-    revoked = registry.client.get(f"{registry.prefix}tokrev:{grant.scope}")
-    if revoked is not None and grant.issued_at <= float(revoked):
+    if revoked(grant, registry.client.get(revocation_key(registry, grant.scope))):
         raise TokenError(403, "token revoked: ask the application for a new one")
     return grant
+
+
+def revocation_key(registry: Registry, scope: str) -> str:
+    """The key holding the time before which every token of a task or group is revoked."""
+    return f"{registry.prefix}tokrev:{scope}"
+
+
+def revoked(grant: Grant, cutoff: bytes | str | None) -> bool:
+    """Whether ``grant`` was issued at or before its scope's revocation ``cutoff`` (if any)."""
+    return cutoff is not None and grant.issued_at <= float(cutoff)
 
 
 def revoke_all(registry: Registry, scope: str) -> float:
     """Revoke every token issued so far for a task or group; returns the cut-off time."""
     now = time.time()
-    registry.client.set(f"{registry.prefix}tokrev:{scope}", now, ex=MAX_TTL)
+    registry.client.set(revocation_key(registry, scope), now, ex=MAX_TTL)
     return now
 
 

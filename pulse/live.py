@@ -195,6 +195,8 @@ def on_connect(auth_payload: Any = None) -> None:
     # Flask-SocketIO keeps a session per connection, in memory: the token stays with this socket,
     # and every subscribe checks it again (it may have expired or been revoked since).
     session["pulse_token"] = token if grant is not None else None
+    if grant is not None:  # and a token that lapses later ends the connection (pulse.lapses)
+        current_app.extensions["pulse_lapses"].watch(request.sid, grant)
     current_app.extensions["pulse_metrics"].clients.inc()
     if not current_app.extensions["pulse_monitor"].connected:  # a page opened during an outage
         emit("monitor", monitor_packet(False))
@@ -207,6 +209,7 @@ def _grant() -> Grant | None:
 
 
 def on_disconnect(reason: Any = None) -> None:
+    current_app.extensions["pulse_lapses"].forget(request.sid)
     current_app.extensions["pulse_metrics"].clients.dec()
 
 

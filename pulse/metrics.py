@@ -24,6 +24,9 @@ class Metrics:
                              registry=self.registry)
         self.stalled = Counter("pulse_stalled_clients", "Socket.IO clients disconnected for not reading",
                                registry=self.registry)
+        self.lapsed = Counter("pulse_lapsed_token_clients",
+                              "Socket.IO clients disconnected as their per-task token expired or was revoked",
+                              registry=self.registry)
 
     def events_seen(self, kinds: Mapping[str, int]) -> None:
         """Count a batch of events, by type."""

@@ -96,7 +96,9 @@ POST   /api/tasks/{A}/cancel      run  401 401 200 401 200 403 403 403 403 403 4
 # ok / no: connected or refused. full: the snapshot as the operator sees it; pub: the public view
 # of a per-task token; err: an error acknowledgement (the connection stays, nothing is joined).
 # Origins: own (the server's), embed (in PULSE_EMBED_ORIGINS), other (not).
-# tA+rev: a token for A revoked after the socket connected (every subscribe checks it again).
+# tA+rev: a token for A revoked after the socket connected (every subscribe checks it again; the
+# server's periodic recheck, which would disconnect the socket, is slowed down here: see
+# test_a_socket_whose_token_lapses_is_disconnected).
 SOCKETS = """
 credential origin connect dashboard task-A task-B group-G unsubscribe
 nil        own    no
@@ -276,7 +278,7 @@ def matrix_server(redis_url) -> Stack:
     """The real server (eventlet), with a viewer, an embedding origin and one trusted proxy."""
     url = db_url(redis_url, DB)
     with own_server(url, "web-access", PULSE_VIEWER_TOKEN=VIEWER, PULSE_EMBED_ORIGINS=EMBED_ORIGIN,
-                    PULSE_PROXY_HOPS="1") as (_proc, stack):
+                    PULSE_PROXY_HOPS="1", PULSE_TOKEN_RECHECK_INTERVAL="3600") as (_proc, stack):
         yield stack
 
 
@@ -362,6 +364,36 @@ def test_unsubscribing_stops_the_pushes(matrix_server):
         for client in clients:
             client.disconnect()
     assert received[("task", True)] == [] and received[("group", True)] == []
+
+
+def test_a_socket_whose_token_lapses_is_disconnected(redis_url):
+    """Revoked (through the API) or expired after connecting: the server ends the live feed."""
+    url = db_url(redis_url, DB)
+    with own_server(url, "web-lapses", PULSE_TOKEN_RECHECK_INTERVAL="0.5") as (_proc, stack):
+        registry, secret = stack.celery.pulse_registry, secret_from_env(stack.env)
+        ids = seed(registry, "running")
+        tokens = {"revoked": mint_token(secret, task_id=ids["A"])[0],
+                  "expiring": mint_token(secret, task_id=ids["B"], ttl=3)[0],
+                  "kept": mint_token(secret, task_id=ids["B"])[0]}
+        clients = {name: connect(stack, stack.base_url, {"token": token}) for name, token in tokens.items()}
+        try:
+            pushes: list[dict] = []
+            clients["kept"].on("task", pushes.append)
+            for name, client in clients.items():
+                task_id = ids["A"] if name == "revoked" else ids["B"]
+                assert "task" in client.call("subscribe", {"task": task_id}, timeout=10)
+            assert stack.api("DELETE", f"/api/tasks/{ids['A']}/tokens").status_code == 200
+            wait_until(lambda: not clients["revoked"].connected, 5, what="the revoked token's disconnect")
+            assert clients["expiring"].connected
+            wait_until(lambda: not clients["expiring"].connected, 8, what="the expired token's disconnect")
+            assert stack.api("POST", f"/api/tasks/{ids['B']}/revoke").status_code == 200
+            wait_until(lambda: pushes, 10, what="a push to the socket whose token is still good")
+            assert clients["kept"].connected
+            metrics = stack.api("GET", "/metrics").text
+            assert "pulse_lapsed_token_clients_total 2.0" in metrics
+        finally:
+            for client in clients.values():
+                client.disconnect()
 
 
 # --- TLS behind a proxy, and the access log -----------------------------------------------------------
