@@ -21,6 +21,9 @@ class StreamSilent(TimeoutError):
     """Redis answered nothing on the event stream for ``idle_timeout``: frozen, or cut off."""
 
 
+UNDECODABLE = "undecodable"  # the event type counted for a message on the channel that is no event
+
+
 def _as_is(reply: Any) -> Any:
     return reply
 

@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from .events import UNDECODABLE
+
 EVENT_TYPE = re.compile(r"(task|worker)-[a-z-]{1,24}")
 
 
@@ -32,7 +34,8 @@ class Metrics:
         """Count a batch of events, by type."""
         for kind, count in kinds.items():
             # Bound the label's values: a stray publisher must not create unlimited series.
-            self.events.labels(kind if EVENT_TYPE.fullmatch(kind) else "other").inc(count)
+            known = kind == UNDECODABLE or EVENT_TYPE.fullmatch(kind)
+            self.events.labels(kind if known else "other").inc(count)
 
     def push(self, event: str, count: int = 1) -> None:
         self.pushes.labels(event).inc(count)

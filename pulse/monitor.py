@@ -19,7 +19,7 @@ from celery.events.state import State
 
 from tasks.events import UnsupportedBroker
 
-from .events import EventStream, StreamSilent
+from .events import UNDECODABLE, EventStream, StreamSilent
 from .store import TaskStore
 from .taskjson import valid_id
 
@@ -195,6 +195,9 @@ class Monitor:
             for batch in stream.batches():
                 if self._stopping:
                     return
+                if stream.undecodable:  # a stray publisher on the channel: counted, not fatal
+                    self.on_events({UNDECODABLE: stream.undecodable})
+                    stream.undecodable = 0
                 prepared = self._prepare(batch)
                 self._wait(writing)
                 if self.spawn is None:

@@ -183,11 +183,12 @@ def test_wait_returns_when_the_task_ends(client, auth_headers, registry, app):
 
 def test_metrics_need_a_token_and_report(client, auth_headers, app):
     assert client.get("/metrics").status_code == 401
-    app.extensions["pulse_metrics"].events_seen({"task-succeeded": 1, "nonsense type!": 1})
+    app.extensions["pulse_metrics"].events_seen({"task-succeeded": 1, "nonsense type!": 1, "undecodable": 2})
     text = client.get("/metrics", headers=auth_headers).get_data(as_text=True)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     events = {s.labels["type"]: s.value for s in families["pulse_events_received"].samples
               if s.name.endswith("_total")}
-    assert events == {"task-succeeded": 1.0, "other": 1.0}
+    assert events == {"task-succeeded": 1.0, "other": 1.0, "undecodable": 2.0}
     assert {"pulse_tasks", "pulse_registry_records", "pulse_workers_online", "pulse_monitor_lag_seconds",
-            "pulse_connected_clients", "pulse_pushes_sent"} <= set(families)
+            "pulse_connected_clients", "pulse_pushes_sent", "pulse_stalled_clients",
+            "pulse_lapsed_token_clients"} <= set(families)

@@ -6,10 +6,13 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from pulse import devstack
+from pulse.events import UNDECODABLE
 from pulse.monitor import Monitor
 from pulse.store import TaskStore
+from tasks import events as wire
 from tasks.celery import make_celery
 
 from ..conftest import wait_until
@@ -207,3 +210,26 @@ def test_spawned_writes_keep_the_stream_in_order(redis_url):
     assert monitor.events_seen >= 62
     statuses = [d["status"] for d in seen]
     assert statuses[-1] == "finished" and "finished" not in statuses[:-1]  # never out of order
+
+
+def test_messages_that_are_no_event_are_counted(redis_url):
+    """A stray publisher on the event channel: each message counted as undecodable, none fatal."""
+    counted: list[dict] = []
+    monitor = make_monitor(redis_url, on_events=counted.append)
+    runner = threading.Thread(target=monitor.run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: monitor.connected, 10, what="the connection")
+        time.sleep(0.3)  # subscribed
+        prefix, patterns = wire.topic_prefix(monitor.celery)
+        stray = wire.topic(prefix, patterns, monitor.celery.conf.event_exchange, "task.progress")
+        publisher = redis.Redis.from_url(redis_url)
+        for _ in range(3):
+            publisher.publish(stray, b"not an event")
+        with monitor.celery.events.default_dispatcher(hostname="w@h") as dispatcher:
+            dispatcher.send("task-started", uuid="after-the-stray-ones")
+        wait_until(lambda: sum(kinds.get("task-started", 0) for kinds in counted), 10, what="the real event")
+    finally:
+        monitor.stop()
+        runner.join(15)
+    assert sum(kinds.get(UNDECODABLE, 0) for kinds in counted) == 3
