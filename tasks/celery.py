@@ -52,7 +52,7 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
     redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     timeout = _positive_float(env, "PULSE_REDIS_TIMEOUT", 5.0)
     app = Celery("pulse", broker=redis_url, backend=redis_url, include=["tasks.demo"],
-                 amqp="tasks.lifecycle:RecordingAMQP")
+                 amqp="tasks.lifecycle:RecordingAMQP", task_cls="tasks.request:PulseTask")
     app.conf.update(
         task_track_started=True,
         # Must be on in the producer too (the web app), or launched tasks send no task-sent.

@@ -8,6 +8,7 @@ what the API answers.
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -222,6 +223,23 @@ def test_giant_and_odd_failures_are_stored_bounded(stack, producer, client):
     assert details["unprintable"] == "<unrepresentable Unprintable>"
     assert details["bigint"].startswith("<int of ") and "..." in json.dumps(details["loop"])
     assert json.dumps(details["deep"]).count("[") <= 13
+    assert_monitor_healthy(stack)
+
+
+def test_a_gigantic_exception_text_keeps_the_monitor_listening(stack, producer, client):
+    """20 MB of exception text: Celery's task-failed event would carry 40 MB, over Redis's pub/sub
+    buffer, and Redis would drop the monitor's subscription. The worker sends it bounded."""
+    def failed_events() -> float:
+        text = stack.api("GET", "/metrics").text
+        found = re.search(r'^pulse_events_received_total\{type="task-failed"\} ([0-9.e+]+)$', text, re.M)
+        return float(found[1]) if found else 0.0
+
+    before = failed_events()
+    task_id = producer.send_task("hostile.raise_huge", args=[20_000_000]).id
+    stack.wait_for(task_id, "failed", timeout=60)
+    wait_until(lambda: failed_events() > before, 10, what="the task-failed event")
+    failure = answer(stack, client, task_id)["failure"]
+    assert failure["exc_message"].startswith("eee") and len(failure["traceback"]) <= TEXT_LIMIT
     assert_monitor_healthy(stack)
 
 
