@@ -99,7 +99,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         pulse_monitor=monitor,
         pulse_maintenance=Maintenance(store, monitor, on_task=changed_here, lost_after=config["LOST_AFTER"],
                                       interval=config["MAINTENANCE_INTERVAL"],
-                                      prune_every=config["PRUNE_INTERVAL"]),
+                                      prune_every=config["PRUNE_INTERVAL"],
+                                      consumers_every=config["WORKER_CHECK_INTERVAL"]),
         # A per-task token that expires or is revoked ends the live feed of sockets holding it.
         pulse_lapses=TokenLapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
                                  interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),

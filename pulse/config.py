@@ -105,6 +105,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "LOST_AFTER": _read(env, "PULSE_LOST_AFTER", _at_least(1.0), 30.0),
         "MAINTENANCE_INTERVAL": _read(env, "PULSE_MAINTENANCE_INTERVAL", _at_least(0.1), 2.0),
         "PRUNE_INTERVAL": _read(env, "PULSE_PRUNE_INTERVAL", _at_least(1.0), 60.0),
+        # Broadcasts asking the workers for their queues and running tasks (each waits 1 s).
+        "WORKER_CHECK_INTERVAL": _read(env, "PULSE_WORKER_CHECK_INTERVAL", _at_least(1.0), 10.0),
         "MONITOR_IDLE_TIMEOUT": _read(env, "PULSE_MONITOR_IDLE_TIMEOUT", _at_least(1.0), 10.0),
         "MAX_CONTENT_LENGTH": _read(env, "PULSE_MAX_BODY", int, 64 * 1024),
         # The largest Socket.IO message a client may send (a subscribe is ~100 bytes); above it a

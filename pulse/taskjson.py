@@ -25,7 +25,7 @@ FIELDS = (
     "name", "state", "progress", "result", "failure", "worker", "queue", "args", "kwargs", "retries",
     "sent_at", "received_at", "started_at", "finished_at", "runtime", "parent_id", "root_id",
     "group_id", "chain", "chain_of", "chord_of", "goal", "replay_of", "replayed_by", "revoke_requested_at",
-    "revoke_reason", "last_error", "created_at", "updated_at",
+    "revoke_reason", "last_error", "lost_reason", "created_at", "updated_at",
 )
 RATE_WINDOW = 10  # history points used for the rate
 MESSAGE_PARTS = 20  # of an exception's args, joined into its message
@@ -60,6 +60,8 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
     out["progress"] = _progress(record, history)
     if out["state"] != states.SUCCESS:
         out["result"] = None
+    if status in ("finished", "failed", "revoked"):  # it was lost, then its end came after all
+        out["lost_reason"] = None
     if out["runtime"] is None and out["started_at"] and out["finished_at"]:
         out["runtime"] = round(out["finished_at"] - out["started_at"], 6)
     out.update(

@@ -72,7 +72,7 @@ function renderFields(task) {
   const fields = {
     name: task.name, status: task.status, state: task.state, worker: task.worker, queue: task.queue,
     retries: task.retries, goal: task.goal, args: task.args, kwargs: task.kwargs,
-    'revoke-reason': task.revoke_reason, 'last-error': task.last_error,
+    'revoke-reason': task.revoke_reason, 'last-error': task.last_error, 'lost-reason': task.lost_reason,
     runtime: task.runtime != null ? formatDuration(task.runtime)
       : task.started_at != null && !ENDED.has(task.status)
         ? `${formatDuration(Math.max(0, Date.now() / 1000 - task.started_at))} so far` : null,

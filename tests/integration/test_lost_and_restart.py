@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -96,8 +97,8 @@ def test_tasks_that_ran_while_the_server_was_down_show_their_final_status(redis_
 def lost_stack(redis_url) -> Iterator[Stack]:
     url = db_url(redis_url, LOST_DB)
     flush_db(url)
-    with own_server(url, "web-lost", PULSE_LOST_AFTER=str(LOST_AFTER),
-                    PULSE_MAINTENANCE_INTERVAL="0.5") as (_proc, stack):
+    with own_server(url, "web-lost", PULSE_LOST_AFTER=str(LOST_AFTER), PULSE_MAINTENANCE_INTERVAL="0.5",
+                    PULSE_WORKER_CHECK_INTERVAL="1") as (_proc, stack):
         yield stack
 
 
@@ -151,6 +152,35 @@ def test_the_tasks_of_a_killed_worker_become_lost_and_a_replay_runs(lost_stack):
         client.disconnect()
 
 
+def test_a_task_whose_end_was_never_recorded_becomes_lost_not_running_forever(lost_stack):
+    """Its worker is alive and heartbeating, but no longer runs it (its end was written nowhere, as
+    when Redis was down just then): the server asks the worker, and marks it lost."""
+    stack = lost_stack
+    client = stack.socket()
+    pushes: list[dict] = []
+    client.on("task", pushes.append)
+    try:
+        with own_worker(stack.redis_url, "unseenworker", concurrency=2):
+            online = wait_until(lambda: [w for w in workers_by_prefix(stack, "unseenworker")
+                                         if w["online"]], 20, 0.2, "the server to hear the worker")
+            hostname = online[0]["hostname"]
+            busy = stack.launch("tasks.demo.count", total=60, delay=0.1)  # really running, for 6 s
+            progressed(stack, busy, 2)
+            unseen = f"unseen-{uuid.uuid4().hex[:10]}"
+            stack.celery.pulse_registry.write(unseen, "running", fields={
+                "name": "tasks.demo.count", "state": "STARTED", "worker": hostname,
+                "started_at": time.time()})
+            client.call("subscribe", {"task": unseen}, timeout=10)
+            lost = stack.wait_for(unseen, "lost", timeout=10)
+            assert lost["lost_reason"] == "its worker no longer runs it and its end was never recorded"
+            assert get(stack, busy)["status"] == "running"  # the one it does run is left alone
+            wait_until(lambda: [t for t in list(pushes) if t["id"] == unseen and t["status"] == "lost"],
+                       5, 0.1, "the lost push")
+            assert stack.wait_for(busy, "finished", timeout=30)["lost_reason"] is None
+    finally:
+        client.disconnect()
+
+
 def test_a_cleanly_stopped_worker_leaves_nothing_lost(lost_stack):
     stack = lost_stack
     with own_worker(stack.redis_url, "quietworker", concurrency=2) as proc:
@@ -183,4 +213,5 @@ def test_a_cleanly_stopped_worker_leaves_nothing_lost(lost_stack):
         listed = stack.api("GET", "/api/tasks", params={"worker": hostname}).json()["tasks"]
         assert {task["id"]: task["status"] for task in listed} == dict.fromkeys(ran, "finished")
     lost = stack.api("GET", "/api/tasks", params={"status": "lost"}).json()["tasks"]
-    assert [task["id"] for task in lost if not task["worker"].startswith("lostworker@")] == []
+    on_purpose = ("lostworker@", "unseenworker@")  # the other tests' lost tasks
+    assert [task["id"] for task in lost if not task["worker"].startswith(on_purpose)] == []

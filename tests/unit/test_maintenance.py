@@ -1,10 +1,11 @@
 """Registry upkeep: lost tasks, reconciliation, expiry, pruning (real Redis, synthetic heartbeats)."""
 
 import time
+import uuid
 
 import pytest
 
-from pulse.maintenance import Maintenance
+from pulse.maintenance import ENDED_UNSEEN, WORKER_GONE, Maintenance
 
 from .test_monitor import make_monitor
 
@@ -51,6 +52,7 @@ def test_tasks_of_silent_or_unknown_workers_become_lost(monitor, upkeep):
     assert {d["id"] for d in upkeep.changed} >= {"on-silent", "on-unknown"}
     lost = monitor.store.get_json("on-silent")
     assert lost["can_replay"] is False and lost["can_skip"] is True and lost["is_resolved"] is False
+    assert lost["lost_reason"] == WORKER_GONE
 
 
 def test_a_worker_going_offline_loses_its_running_tasks(monitor, upkeep):
@@ -113,3 +115,55 @@ def test_upkeep_prunes_the_registry(monitor, upkeep):
     registry.write("ancient", "finished", now=time.time() - 100)
     upkeep.tick()
     assert registry.get("ancient") is None
+
+
+def answering(upkeep, active: dict[str, set[str]]) -> None:
+    """The workers' replies to the next "which tasks do you run" broadcasts."""
+    upkeep.read_active = lambda: active
+
+
+def test_a_running_task_its_worker_no_longer_runs_ends_unseen_after_two_rounds(monitor, upkeep):
+    task_id = f"unseen-{uuid.uuid4().hex[:8]}"
+    running(monitor, task_id, "alive@h")
+    running(monitor, "listed", "alive@h")
+    running(monitor, "on-mute", "mute@h")  # its worker did not answer: nothing is known of it
+    answering(upkeep, {"alive@h": {"listed"}, "other@h": set()})
+    assert upkeep.mark_ended_unseen(time.time()) == []
+    assert status(monitor, task_id) == "running"  # one round: it may have just ended, normally
+    changed = upkeep.mark_ended_unseen(time.time())
+    assert [data["id"] for data in changed] == [task_id]
+    lost = monitor.store.get_json(task_id)
+    assert lost["status"] == "lost" and lost["lost_reason"] == ENDED_UNSEEN
+    assert status(monitor, "listed") == "running" and status(monitor, "on-mute") == "running"
+    assert upkeep.mark_ended_unseen(time.time()) == []  # said once
+
+
+def test_a_task_listed_again_starts_counting_anew(monitor, upkeep):
+    running(monitor, "flicker", "alive@h")
+    for listed in (set(), {"flicker"}, set()):
+        answering(upkeep, {"alive@h": listed})
+        upkeep.mark_ended_unseen(time.time())
+    assert status(monitor, "flicker") == "running"
+
+
+def test_an_end_the_backend_has_wins_over_lost(monitor, upkeep):
+    task_id = f"stored-{uuid.uuid4().hex[:8]}"
+    running(monitor, task_id, "alive@h")
+    monitor.celery.backend.store_result(task_id, 7, "SUCCESS")
+    answering(upkeep, {"alive@h": set()})
+    upkeep.mark_ended_unseen(time.time())
+    changed = upkeep.mark_ended_unseen(time.time())
+    data = monitor.store.get_json(task_id)
+    assert [d["id"] for d in changed] == [task_id] and data["status"] == "finished" and data["result"] == 7
+    assert data["lost_reason"] is None
+
+
+def test_a_lost_task_whose_end_comes_later_drops_its_lost_reason(monitor, upkeep):
+    running(monitor, "late-end", "alive@h")
+    answering(upkeep, {"alive@h": set()})
+    upkeep.mark_ended_unseen(time.time())
+    upkeep.mark_ended_unseen(time.time())
+    assert monitor.store.get_json("late-end")["lost_reason"] == ENDED_UNSEEN
+    monitor.store.registry.write("late-end", "finished", fields={"state": "SUCCESS"})
+    data = monitor.store.get_json("late-end")
+    assert data["status"] == "finished" and data["lost_reason"] is None
