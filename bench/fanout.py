@@ -20,7 +20,10 @@ Measured over the window:
 - client CPU the same way, and how late the clients' event loops woke up (p99): if the clients
   were the bottleneck it shows there.
 
-Quick: 50 clients in one process, 20 tasks, a 5 s window.
+Then the same load on two servers (each with its own monitor, as README "Several servers" runs
+them), the client processes split between them: the rows whose names end in ", 2 servers".
+
+Quick: 50 clients in one process (two on two servers), 20 tasks, a 5 s window.
 """
 
 import contextlib
@@ -31,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import harness
@@ -59,18 +62,25 @@ QUICK = Size(clients=50, processes=1, tasks=20, warmup=1.5, window=5.0, probes=5
 
 def run(quick: bool) -> list[Row]:
     size = QUICK if quick else FULL
-    with harness.stack("fanout") as running:
-        running.start_web()
+    # The same load on two servers, each with half the clients (README, "Several servers").
+    return [*measure(size, servers=1), *measure(replace(size, processes=max(2, size.processes)), servers=2)]
+
+
+def measure(size: Size, servers: int) -> list[Row]:
+    with harness.stack("fanout" if servers == 1 else f"fanout{servers}") as running:
+        names = ["web", *(f"web{number}" for number in range(2, servers + 1))]
+        urls = [running.start_web(name) for name in names]
         # Throttle below the task's interval, so every call is sent.
         running.start_worker(pool="threads", concurrency=size.tasks, PULSE_PROGRESS_INTERVAL="0.05")
         running.wait_worker()
-        web = running.procs["web"].pid
-        clients = start_clients(running, size)
+        webs = {("server" if n == 0 else f"server {n + 1}"): running.procs[name].pid
+                for n, name in enumerate(names)}
+        clients = start_clients(running, size, urls)
         try:
             ready = [wait_ready(proc) for proc in clients]
             submit(running, size)
             time.sleep(size.warmup)
-            pids = {"server": web, "worker": running.procs["worker"].pid, "redis": running.procs["redis"].pid,
+            pids = {**webs, "worker": running.procs["worker"].pid, "redis": running.procs["redis"].pid,
                     **{f"clients {n}": proc.pid for n, proc in enumerate(clients)}}
             usage = Usage(pids)
             for proc in clients:
@@ -80,11 +90,11 @@ def run(quick: bool) -> list[Row]:
                 tell(proc, "stop")
             cpu = usage.read()
             results = [result_of(proc) for proc in clients]
-            peak = peak_rss_mb(web)
+            peak = max(peak_rss_mb(pid) for pid in webs.values())
         finally:
             for proc in clients:
                 stop(proc)
-    return rows(size, ready, results, cpu, peak)
+    return rows(size, ready, results, cpu, peak, servers)
 
 
 class Usage:
@@ -109,11 +119,13 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def start_clients(running: harness.Stack, size: Size) -> list[subprocess.Popen]:
+def start_clients(running: harness.Stack, size: Size, urls: list[str]) -> list[subprocess.Popen]:
+    """The client processes, the n-th on the n-th server (round robin)."""
     procs = []
     for number in range(size.processes):
         count = size.clients // size.processes + (number < size.clients % size.processes)
-        cmd = [sys.executable, "-m", "bench.fanout_client", "--url", running.web_url, "--clients", str(count),
+        url = urls[number % len(urls)]
+        cmd = [sys.executable, "-m", "bench.fanout_client", "--url", url, "--clients", str(count),
                "--token", harness.TOKEN, *(["--deflate"] if DEFLATE else []),
                "--probe", str(size.probes if number == 0 else 0)]
         procs.append(subprocess.Popen(cmd, cwd=harness.ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -200,7 +212,9 @@ def cpu_note(cpu: dict[str, float]) -> str:
     pct = {name: round(value * 100) for name, value in cpu.items()}
     ours = sum(value for name, value in pct.items() if name != "machine")
     clients = sum(value for name, value in pct.items() if name.startswith("clients"))
-    return (f"over the window, in % of a core: worker {pct['worker']}, Redis {pct['redis']}, "
+    servers = "+".join(str(value) for name, value in pct.items() if name.startswith("server"))
+    return (f"over the window, in % of a core: server(s) {servers}, worker {pct['worker']}, "
+            f"Redis {pct['redis']}, "
             f"clients {clients}; all {os.cpu_count()} cores together {pct['machine']} busy, "
             f"{max(0, pct['machine'] - ours)} of it other processes")
 
@@ -215,7 +229,8 @@ def inbound(results: list[dict], window: float) -> float:
     return (per_client + others) / window
 
 
-def rows(size: Size, ready: list[dict], results: list[dict], cpu: dict[str, float], peak: float) -> list[Row]:
+def rows(size: Size, ready: list[dict], results: list[dict], cpu: dict[str, float], peak: float,
+         servers: int = 1) -> list[Row]:
     p50, p99, samples = lag_percentiles(results)
     probe50, probe99, probes = lag_percentiles(results, "probe_lags_ms")
     failed = sum(r.get("failed", 0) for r in ready)
@@ -227,9 +242,12 @@ def rows(size: Size, ready: list[dict], results: list[dict], cpu: dict[str, floa
     frame = sum(r.get("frame_chars", 0) for r in results) / max(1, sum(r.get("pushes", 0) for r in results))
     wall = max((r.get("wall_seconds", 0.0) for r in results), default=0.0)
     client_cpu = sum(value for name, value in cpu.items() if name.startswith("clients"))
+    server_cpu = sum(value for name, value in cpu.items() if name.startswith("server"))
+    on = "" if servers == 1 else f", {servers} servers"  # the two-server rows' names say so
     loop_lag = max((r.get("loop_lag_p99_ms", float("nan")) for r in results), default=float("nan"))
     seconds = wall or size.window
-    setup = (f"{size.clients} clients in {size.processes} process(es), {size.tasks} tasks x 4/s, "
+    setup = (f"{size.clients} clients in {size.processes} process(es) on {servers} server(s), "
+             f"{size.tasks} tasks x 4/s, "
              f"{seconds:.0f} s window, deflate {'offered' if DEFLATE else 'not offered'}")
     calls = max((r.get("calls", 0) for r in results), default=0)
     lag_note = (f"{setup}; {samples:,} (client, call) pairs: {calls / seconds:.0f} of the "
@@ -239,20 +257,21 @@ def rows(size: Size, ready: list[dict], results: list[dict], cpu: dict[str, floa
     connect = max((r.get("seconds", 0.0) for r in ready), default=float("nan"))
     errors = {k: v for r in results + ready for k, v in r.get("errors", {}).items()}
     return [
-        Row(BENCH, "delivery lag p50", p50 * 1000, "ms", note=lag_note),
-        Row(BENCH, "delivery lag p99", p99 * 1000, "ms", target="p99 < 250 ms",
+        Row(BENCH, f"delivery lag p50{on}", p50 * 1000, "ms", note=lag_note),
+        Row(BENCH, f"delivery lag p99{on}", p99 * 1000, "ms", target="p99 < 250 ms",
             met=None if math.isnan(p99) else p99 < TARGET_LAG),
-        Row(BENCH, "pipeline lag p99 (task room)", probe99 * 1000, "ms",
+        Row(BENCH, f"pipeline lag p99 (task room){on}", probe99 * 1000, "ms",
             note=f"the same calls' lag in {size.probes} task rooms (no coalescing, one client): "
                  f"worker, Redis and monitor alone; p50 {probe50 * 1000:.0f} ms over {probes:,} calls"),
-        Row(BENCH, "server CPU", cpu["server"] * 100, "% of a core", note=cpu_note(cpu)),
-        Row(BENCH, "server peak RSS", peak, "MiB"),
-        Row(BENCH, "disconnects", disconnects, "clients", target="0", met=None if math.isnan(disconnects)
+        Row(BENCH, f"server CPU{on}" + (" (together)" if on else ""), server_cpu * 100, "% of a core",
+            note=cpu_note(cpu)),
+        Row(BENCH, f"server peak RSS{on}" + (" (the larger)" if on else ""), peak, "MiB"),
+        Row(BENCH, f"disconnects{on}", disconnects, "clients", target="0", met=None if math.isnan(disconnects)
             else disconnects == 0,
             note=f"{failed} failed to connect (all connected in {connect:.1f} s), {dropped} dropped; "
                  f"{missed} deliveries still missing 1 s after the window"
                  + (f", errors {errors}" if errors else "")
                  + (f"; {missing} client process(es) printed nothing" if missing else "")),
-        Row(BENCH, "client CPU", client_cpu * 100, "% of a core",
+        Row(BENCH, f"client CPU{on}", client_cpu * 100, "% of a core",
             note=f"clients' event loop woke up late by {loop_lag:.1f} ms at p99"),
     ]
