@@ -6,7 +6,6 @@ revocation keys for all of them, so every server sees a revocation made on anoth
 widget then asks the REST API, which answers 401 or 403 with the reason, and shows it.
 """
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -14,12 +13,13 @@ from tasks.registry import Registry
 from tasks.tokens import Grant
 
 from . import grants
+from .periodic import Periodic
 
-log = logging.getLogger(__name__)
 
-
-class TokenLapses:
+class TokenLapses(Periodic):
     """The per-task grants of the connected sockets, and the disconnection of lapsed ones."""
+
+    failure = "lapsed tokens not checked"
 
     def __init__(self, registry: Registry, disconnect: Callable[[str], None], interval: float = 5.0,
                  on_lapse: Callable[[], None] = lambda: None) -> None:
@@ -28,7 +28,6 @@ class TokenLapses:
         self.interval = interval
         self.on_lapse = on_lapse
         self.grants: dict[str, Grant] = {}  # socket id -> the grant it connected with
-        self._stopping = False
 
     def watch(self, sid: str, grant: Grant) -> None:
         self.grants[sid] = grant
@@ -57,14 +56,5 @@ class TokenLapses:
             self.on_lapse()
         return len(gone)
 
-    def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Sweep every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
-        while not self._stopping:
-            sleep(self.interval)
-            try:
-                self.sweep()
-            except Exception as exc:  # Redis down: the next sweep tries again
-                log.warning("pulse: lapsed tokens not checked: %r", exc)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> int:
+        return self.sweep()

@@ -22,6 +22,7 @@ from . import auth, grants
 from .embed import own_origin
 from .groups import describe_unit, units_of
 from .packets import MALFORMED
+from .periodic import Periodic
 from .taskjson import public_view, summary, valid_id
 from .transport import TransportGuard, polling_filter
 
@@ -42,9 +43,11 @@ def unit_room(unit_id: str, public: bool) -> str:
     return f"{'pgroup' if public else 'group'}:{unit_id}"
 
 
-class Broadcaster:
+class Broadcaster(Periodic):
     """Pushes changes: a task's at once to its room; to the dashboard room, coalesced, the
     changed tasks (every ``interval``), and the counts and changed workers (at most once a second)."""
+
+    failure = "dashboard push failed"  # Redis down while reading counts: the next flush retries
 
     def __init__(self, socketio: SocketIO, interval: float = 0.1,
                  on_push: Callable[[str], None] = lambda event: None,
@@ -65,7 +68,6 @@ class Broadcaster:
         self._counts_dirty = False
         self._next_summary = 0.0
         self._lock = threading.Lock()
-        self._stopping = False
 
     def watched(self, room: str) -> bool:
         """Whether any client is in ``room``: an emit to an empty room still builds and encodes
@@ -143,17 +145,8 @@ class Broadcaster:
             self.on_push("workers")
         return len(batch)
 
-    def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Flush every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
-        while not self._stopping:
-            sleep(self.interval)
-            try:
-                self.flush()
-            except Exception as exc:  # Redis down while reading counts: the next flush retries
-                log.warning("pulse: dashboard push failed: %r", exc)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> int:
+        return self.flush()
 
 
 def monitor_packet(connected: bool) -> dict[str, Any]:

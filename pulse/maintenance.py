@@ -11,7 +11,6 @@ backend (reconcile). Now and then: records whose result Celery dropped become ``
 the registry is pruned to its retention and cap.
 """
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,16 +18,17 @@ from typing import Any
 from tasks.registry import as_text
 
 from .monitor import Monitor
+from .periodic import Periodic
 from .store import TaskStore
-
-log = logging.getLogger(__name__)
 
 ENDED_UNSEEN = "its worker no longer runs it and its end was never recorded"
 WORKER_GONE = "its worker went offline or stopped heartbeating"
 
 
-class Maintenance:
+class Maintenance(Periodic):
     """Periodic registry upkeep driven by the monitor's view of the workers."""
+
+    failure = "registry upkeep failed"
 
     def __init__(
         self,
@@ -63,7 +63,6 @@ class Maintenance:
         self._reconciled_for: float | None = None
         self._next_prune = 0.0
         self._sweep_offset = 0
-        self._stopping = False
 
     def _ids(self, index: str, limit: int = 10_000) -> list[str]:
         return self._ids_at(index, 0, limit)
@@ -161,19 +160,11 @@ class Maintenance:
         key = f"{self.registry.prefix}i:{index}"
         return [as_text(i) for i in self.registry.client.zrange(key, offset, offset + count - 1)]
 
-    def run(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Tick every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
-        while not self._stopping:
-            sleep(self.interval)
-            try:
-                self.tick()
-                if time.time() >= self._next_consumers:  # broadcasts that wait 1 s for replies
-                    self._next_consumers = time.time() + self.consumers_every
-                    self.consumers = self.read_consumers()
-                    for data in self.mark_ended_unseen(time.time()):
-                        self.on_task(data)
-            except Exception as exc:  # Redis down: the next tick tries again
-                log.warning("pulse: registry upkeep failed: %r", exc)
-
-    def stop(self) -> None:
-        self._stopping = True
+    def step(self) -> None:
+        """A tick, and every ``consumers_every`` the questions to the workers."""
+        self.tick()
+        if time.time() >= self._next_consumers:  # broadcasts that wait 1 s for replies
+            self._next_consumers = time.time() + self.consumers_every
+            self.consumers = self.read_consumers()
+            for data in self.mark_ended_unseen(time.time()):
+                self.on_task(data)
