@@ -45,7 +45,7 @@ class TokenLapses(Periodic):
         cutoffs = dict(zip(scopes, self.registry.client.mget([grants.revocation_key(self.registry, scope)
                                                                for scope in scopes]), strict=True))
         return [sid for sid, grant in watched
-                if grant.expires_at <= now or grants.revoked(grant, cutoffs[grant.scope])]
+                if grant.expired(now) or grants.revoked(grant, cutoffs[grant.scope])]
 
     def sweep(self) -> int:
         """Disconnect every lapsed socket; returns how many."""

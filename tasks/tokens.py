@@ -45,6 +45,9 @@ class Grant:
     def scope(self) -> str:
         return self.task_id or self.group_id or ""
 
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires_at
+
 
 def secret_from_env(env: Mapping[str, str]) -> str:
     """The server's signing secret: PULSE_SECRET_KEY, else derived from PULSE_TOKEN (as the server does)."""
@@ -78,6 +81,6 @@ def read_token(secret: str, token: str, now: float | None = None) -> Grant:
                       token_id=str(payload["jti"]))
     except (BadSignature, KeyError, TypeError, ValueError, AttributeError):
         raise TokenError(401, "invalid token: not signed by this Pulse server, or damaged") from None
-    if (time.time() if now is None else now) >= grant.expires_at:
+    if grant.expired(now):
         raise TokenError(401, "token expired: ask the application for a new one")
     return grant
