@@ -1,49 +1,26 @@
-"""Pulse web server: ``python app.py`` (settings from the environment, see README)."""
+"""The demo project's web server: ``python app.py`` serves Pulse for ``tasks`` (settings from
+the environment, see README). A project of your own runs ``celery -A proj pulse`` instead."""
 
 import os
 
+from pulse.settings import async_mode
+
 # eventlet must patch the stdlib before redis, kombu or celery are imported, or the server
 # starves while the event receiver blocks; skip it when another async mode is configured.
-if os.environ.get("PULSE_ASYNC_MODE", "eventlet") == "eventlet":
+if async_mode(os.environ) == "eventlet":
     import eventlet
 
     eventlet.monkey_patch()
 
-import gc  # noqa: E402
-import socket  # noqa: E402
-
-from pulse import create_app, start_background  # noqa: E402
+from pulse.cli import run_server  # noqa: E402
 
 
 def main() -> None:
-    app = create_app()
-    # Everything loaded so far (Flask, Celery, eventlet, ...) lives as long as the process: keep
-    # it out of the collector's full passes, which otherwise stall the server for tens of ms.
-    gc.freeze()
-    start_background(app)
-    host, port = app.config["HOST"], app.config["PORT"]
-    print(f"pulse: serving on http://{host}:{port}/", flush=True)
-    if app.config["ASYNC_MODE"] == "eventlet":
-        serve_eventlet(app, host, port)
-    else:
-        app.extensions["socketio"].run(app, host=host, port=port, log_output=False,
-                                       allow_unsafe_werkzeug=True)  # Werkzeug serves threading mode
+    from tasks.celery import app as celery_app
+    from tasks.demo import LAUNCHABLE
 
-
-def serve_eventlet(app, host: str, port: int) -> None:
-    """What ``SocketIO.run`` does under eventlet, with TCP_NODELAY on every connection.
-
-    Without it the last segment of a response waits for the client's delayed ACK on a
-    keep-alive connection: about 40 ms on every task list (accepted sockets inherit the option).
-    Request lines up to 64 KiB (eventlet's default is 8 KiB): a list filter of 1000 characters
-    percent-encodes to up to 12 KB, and Pulse's own 400 names the filter that is too long, where
-    eventlet would answer a bare 414.
-    """
-    import eventlet.wsgi
-
-    listener = eventlet.listen((host, port))
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    eventlet.wsgi.server(listener, app, log_output=False, url_length_limit=64 * 1024)
+    # The demo's tasks may be launched from the dashboard unless PULSE_LAUNCH_ALLOW says otherwise.
+    run_server({"PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE), **os.environ}, celery_app=celery_app)
 
 
 if __name__ == "__main__":

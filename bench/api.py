@@ -69,7 +69,7 @@ def record_fields(rng: random.Random, created: float) -> tuple[str, dict]:
 
 def fill(redis_url: str, count: int, seed: int = 6) -> tuple[list[str], float]:
     """Write ``count`` records (one a second, the newest now); returns (ids, seconds taken)."""
-    registry = make_celery({"REDIS_URL": redis_url}).pulse_registry
+    registry = make_celery({"REDIS_URL": redis_url}).pulse.registry
     rng = random.Random(seed)
     pipe = registry.client.pipeline(transaction=False)
     ids, started, first = [], time.perf_counter(), time.time() - count

@@ -44,7 +44,7 @@ async (seconds) => {
 
 
 def fill(env: dict, count: int) -> None:
-    registry = make_celery(env).pulse_registry
+    registry = make_celery(env).pulse.registry
     pipe = registry.client.pipeline(transaction=False)
     now = time.time() - count
     for number in range(count):

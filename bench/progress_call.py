@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script: make `bench`, `pulse` and `tas
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Row, median, stack  # noqa: E402
+from pulse.agent.progress import report_progress  # noqa: E402
 from tasks.celery import make_celery  # noqa: E402
-from tasks.progress import report_progress  # noqa: E402
 
 NAME = "1 progress call"
 TARGET_US, TARGET_RATIO = 5.0, 100.0

@@ -44,7 +44,7 @@ import redis
 import requests
 import socketio
 
-from pulse.results import use_lookup_only_backend
+from pulse.server.model.results import use_lookup_only_backend
 
 from .harness import ARTIFACTS, TOKEN, Stack, auth_headers, rss_mb, stack, wait_until
 

@@ -1,11 +1,12 @@
 """Tasks the benchmarks run on a real worker (``celery -A bench.tasks worker``).
 
-The app is Pulse's own Celery app (``tasks``), so the demo tasks are here too.
+The app is the demo project's Celery app (``tasks``), so the demo tasks are here too.
 """
 
 import time
 
-from tasks import app, report_progress
+from pulse import report_progress
+from tasks import app
 
 __all__ = ["app", "report"]
 

@@ -1,126 +1,38 @@
-"""Pulse's web server: the event monitor, live Socket.IO rooms, REST API, pages and auth.
+"""Pulse: a real-time progress dashboard for Celery.
 
-``create_app`` builds the app and binds the shared objects; ``start_background`` starts the
-monitor, the registry upkeep, the dashboard pusher and the token recheck (kept apart so that
-building an app starts nothing).
+In the project's Celery module::
+
+    import pulse
+    pulse.install(app)
+
+In its tasks: ``from pulse import report_progress, fail, TaskFailure``. The dashboard runs with
+``celery -A proj pulse``. Importing this package imports nothing else: each name below is loaded
+on first use, so producers and workers never load the web server (Flask, Socket.IO, eventlet),
+and ``app.py`` can read its settings before eventlet patches the standard library.
 """
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
+from importlib import import_module
 from typing import Any
 
-import redis
-from flask import Flask
-from flask_socketio import SocketIO
+__version__ = "0.2.0"
 
-from tasks.celery import make_celery
-from tasks.registry import retry_once
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "install": "pulse.agent.install",
+    "report_progress": "pulse.agent.progress",
+    "PROGRESS": "pulse.agent.progress",
+    "fail": "pulse.agent.failure",
+    "TaskFailure": "pulse.agent.failure",
+    "mint_token": "pulse.agent.tokens",
+    "read_token": "pulse.agent.tokens",
+    "secret_from_env": "pulse.settings",
+    "ConfigError": "pulse.settings",
+}
 
-from . import api, auth, commands, embed, live, pages, security
-from .actions import Actions
-from .audit import AuditLog
-from .config import load_config
-from .groups import describe_unit
-from .lapses import TokenLapses
-from .listing import Listing
-from .maintenance import Maintenance
-from .metrics import Metrics
-from .monitor import Monitor
-from .notices import Notices
-from .packets import SafePacket
-from .results import use_lookup_only_backend
-from .store import TaskStore
-from .taskjson import RATE_WINDOW, public_view
-from .throttle import LoginThrottle
-from .waiters import Waiters
-from .workers import worker_json
-
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = sorted(_EXPORTS)
 
 
-def create_app(env: Mapping[str, str] | None = None) -> Flask:
-    """Build the app from ``env`` (default: the process environment)."""
-    env = os.environ if env is None else env
-    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
-    app.config.update(load_config(env))
-    config = app.config
-
-    celery_app = make_celery(env)
-    use_lookup_only_backend(celery_app)
-    registry = celery_app.pulse_registry
-    socketio = SocketIO(app, async_mode=config["ASYNC_MODE"],
-                        cors_allowed_origins=embed.socket_origins(config["EMBED_ORIGINS"]),
-                        max_http_buffer_size=config["MAX_SOCKET_MESSAGE"], serializer=SafePacket)
-    metrics = Metrics()
-    store = TaskStore(registry, celery_app)
-    listing = Listing(registry)
-    broadcaster = live.Broadcaster(
-        socketio, config["PUSH_INTERVAL"], on_push=metrics.push, counts=listing.counts,
-        workers=lambda hosts: [worker_json(monitor, store, listing, host) for host in hosts],
-        unit=lambda unit_id, public: describe_unit(store, unit_id, public_view if public else lambda t: t))
-    waiters = Waiters(socketio.server.eio.create_event)
-
-    def task_changed(data: dict[str, Any]) -> None:
-        broadcaster.task_changed(data)
-        waiters.notify(data)
-
-    notices = Notices(celery_app, registry.prefix)
-
-    def changed_here(data: dict[str, Any]) -> None:
-        # No Celery event carries this change (an action, lost, expired): the other servers'
-        # clients hear of it through a notice.
-        task_changed(data)
-        notices.publish([data["id"]])
-
-    monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
-                      on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
-                      idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
-                      spawn=socketio.start_background_task, pause=lambda: socketio.sleep(0),
-                      # The whole progress history only for a task whose page is open; the
-                      # rest (the dashboard, the widget) needs the points its rate is made of.
-                      history_points=lambda task_id: None if broadcaster.watched(live.task_room(task_id))
-                      else RATE_WINDOW, notice=notices.from_others)
-    metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
-                           "newest_event_at": monitor.newest_event_at,
-                           "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})
-    app.extensions.update(
-        pulse_celery=celery_app,
-        # /healthz and the overview's queue depths: after a Redis restart, a call on a pooled
-        # connection that Redis closed is tried once more, as the registry's are.
-        pulse_redis=redis.Redis.from_url(celery_app.conf.broker_url, socket_timeout=5,
-                                         socket_connect_timeout=2, retry=retry_once()),
-        pulse_registry=registry,
-        pulse_store=store,
-        pulse_listing=listing,
-        pulse_live=broadcaster,
-        pulse_waiters=waiters,
-        pulse_metrics=metrics,
-        pulse_monitor=monitor,
-        pulse_maintenance=Maintenance(store, monitor, on_task=changed_here, lost_after=config["LOST_AFTER"],
-                                      interval=config["MAINTENANCE_INTERVAL"],
-                                      prune_every=config["PRUNE_INTERVAL"],
-                                      consumers_every=config["WORKER_CHECK_INTERVAL"]),
-        # A per-task token that expires or is revoked ends the live feed of sockets holding it.
-        pulse_lapses=TokenLapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
-                                 interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),
-        pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
-        pulse_login_throttle=LoginThrottle(registry.client, registry.prefix, config["LOGIN_ATTEMPTS"]),
-        pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
-    )
-    api.init_app(app)  # first: it installs the path converter the other routes use
-    auth.init_app(app)
-    commands.init_app(app)
-    embed.init_app(app)
-    pages.init_app(app)
-    live.init_app(app, socketio)
-    security.init_app(app)  # last: its proxy fix must wrap Socket.IO's middleware too
-    return app
-
-
-def start_background(app: Flask) -> None:
-    """Start the monitor, the registry upkeep, the dashboard pusher and the token recheck."""
-    socketio = app.extensions["socketio"]
-    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses"):
-        worker = app.extensions[name]
-        socketio.start_background_task(worker.run, sleep=socketio.sleep)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pulse' has no attribute {name!r}")

@@ -1,9 +1,6 @@
-"""The Celery side of Pulse: the Celery app, the helpers task authors import, the demo tasks.
-
-Nothing here imports the web server (the ``pulse`` package): workers run without it.
-"""
+"""Pulse's demo project: a Celery app of its own (``tasks.celery``) with ``pulse.install(app)``,
+and a few tasks to launch from the dashboard (``tasks.demo``). Nothing here is Pulse itself."""
 
 from .celery import app
-from .progress import PROGRESS, TaskFailure, fail, report_progress
 
-__all__ = ["PROGRESS", "TaskFailure", "app", "fail", "report_progress"]
+__all__ = ["app"]

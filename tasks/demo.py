@@ -2,8 +2,12 @@
 
 import time
 
+from pulse import fail, report_progress
+
 from .celery import app
-from .progress import fail, report_progress
+
+# What the dashboard may launch (PULSE_LAUNCH_ALLOW for `make run` and the tests).
+LAUNCHABLE = ("tasks.demo.count", "tasks.demo.fail_with_details", "tasks.demo.crash")
 
 
 @app.task(bind=True)

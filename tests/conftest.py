@@ -19,12 +19,20 @@ import socketio
 from playwright.sync_api import expect, sync_playwright
 
 from pulse import devstack
-from pulse.results import use_lookup_only_backend
+from pulse.server import create_app
+from pulse.server.model.results import use_lookup_only_backend
 from tasks.celery import make_celery
+from tasks.demo import LAUNCHABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "test-operator-token-0123456789"
+
+
+def demo_server(env: dict[str, str]):
+    """The server (Flask app) for the demo project's Celery app, built from ``env``."""
+    env = {"PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE), **env}
+    return create_app(make_celery(env), env)
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -91,7 +99,7 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 def server_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
     return dict(os.environ, REDIS_URL=redis_url, PULSE_TOKEN=TOKEN, PORT=str(port),
-                HOST="127.0.0.1", **extra)
+                HOST="127.0.0.1", **{"PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE), **extra})
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from tasks.progress import fail, report_progress
+from pulse.agent.failure import fail
+from pulse.agent.progress import report_progress
 
 RELEASE_KEY = "hostile:release"  # set it in Redis to let the held tasks finish
 HOLD_LIMIT = 90.0  # a held task never outlives this, even if the test forgets it

@@ -22,7 +22,7 @@ from celery import chain, group
 from playwright.sync_api import Page, expect
 
 from pulse import devstack
-from tasks.tokens import mint_token, secret_from_env
+from pulse.agent.tokens import mint_token, secret_from_env
 from tests.conftest import ARTIFACTS, ROOT, Stack, own_server, wait_until
 
 from .conftest import TIMEOUT_MS

@@ -8,8 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from pulse.agent.failure import fail
+from pulse.agent.progress import report_progress
 from tasks.celery import app
-from tasks.progress import fail, report_progress
 
 __all__ = ["app", "report_through_outage"]
 

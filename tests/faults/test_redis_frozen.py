@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.progress import OUTAGE_PAUSE
+from pulse.agent.progress import OUTAGE_PAUSE
 
 from ..conftest import wait_until
 from .conftest import REDIS_TIMEOUT, HealthLog, Pushes, Running

@@ -4,7 +4,7 @@ them): the script is loaded again and the pipeline's refused part runs again, re
 import pytest
 import redis
 
-from tasks.registry import Registry
+from pulse.record.registry import Registry
 
 pytestmark = pytest.mark.faults
 

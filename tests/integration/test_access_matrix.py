@@ -17,11 +17,11 @@ import pytest
 import requests
 import socketio
 
-from pulse import create_app
-from pulse.grants import revoke_all
-from pulse.taskjson import PUBLIC_FIELDS
-from tasks.registry import Registry
-from tasks.tokens import mint_token, secret_from_env
+from pulse.agent.tokens import mint_token, secret_from_env
+from pulse.record.registry import Registry
+from pulse.server.http.grants import revoke_all
+from pulse.server.model.taskjson import PUBLIC_FIELDS
+from tests.conftest import demo_server
 
 from ..conftest import ARTIFACTS, TOKEN, Stack, db_url, flush_db, own_server, wait_until
 
@@ -196,7 +196,7 @@ def task_token(secret: str, registry: Registry, credential: str, ids: dict[str, 
 def matrix_app(redis_url):
     url = db_url(redis_url, DB)
     flush_db(url)
-    app = create_app({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": url,
+    app = demo_server({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": url,
                       "PULSE_ASYNC_MODE": "threading", "PULSE_EMBED_ORIGINS": EMBED_ORIGIN,
                       "PULSE_REGISTRY_PREFIX": "matrix:"})
     yield app
@@ -306,7 +306,7 @@ def snapshot_kind(answer: dict) -> str:
 
 
 def socket_row(stack: Stack, credential: str, origin: str) -> list[str]:
-    registry = stack.celery.pulse_registry
+    registry = stack.celery.pulse.registry
     ids = seed(registry, "running")
     auth, headers = None, {}
     if credential in ("opS", "vwS"):
@@ -340,7 +340,7 @@ def test_socket(matrix_server, credential, origin, expected):
 
 def test_unsubscribing_stops_the_pushes(matrix_server):
     """Token holders are in rooms of their own (public view): unsubscribe must leave those too."""
-    stack, registry = matrix_server, matrix_server.celery.pulse_registry
+    stack, registry = matrix_server, matrix_server.celery.pulse.registry
     ids = seed(registry, "running")
     secret = secret_from_env(stack.env)
     tokens = {"task": mint_token(secret, task_id=ids["A"])[0],
@@ -370,7 +370,7 @@ def test_a_socket_whose_token_lapses_is_disconnected(redis_url):
     """Revoked (through the API) or expired after connecting: the server ends the live feed."""
     url = db_url(redis_url, DB)
     with own_server(url, "web-lapses", PULSE_TOKEN_RECHECK_INTERVAL="0.5") as (_proc, stack):
-        registry, secret = stack.celery.pulse_registry, secret_from_env(stack.env)
+        registry, secret = stack.celery.pulse.registry, secret_from_env(stack.env)
         ids = seed(registry, "running")
         tokens = {"revoked": mint_token(secret, task_id=ids["A"])[0],
                   "expiring": mint_token(secret, task_id=ids["B"], ttl=3)[0],
@@ -428,7 +428,7 @@ def test_without_the_proxy_setting_forwarded_headers_change_nothing(redis_url):
         with pytest.raises(socketio.exceptions.ConnectionError):
             connect(stack, f"https://{PROXIED}", headers={
                 "Cookie": f"pulse_session={response.cookies['pulse_session']}", **forwarded(https=True)})
-        ids = seed(stack.celery.pulse_registry, "running")
+        ids = seed(stack.celery.pulse.registry, "running")
         token = mint_token(secret_from_env(stack.env), task_id=ids["A"])[0]
         assert requests.get(f"{stack.base_url}/api/tasks/{ids['A']}", params={"token": token},
                             timeout=10).status_code == 200

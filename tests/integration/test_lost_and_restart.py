@@ -167,7 +167,7 @@ def test_a_task_whose_end_was_never_recorded_becomes_lost_not_running_forever(lo
             busy = stack.launch("tasks.demo.count", total=60, delay=0.1)  # really running, for 6 s
             progressed(stack, busy, 2)
             unseen = f"unseen-{uuid.uuid4().hex[:10]}"
-            stack.celery.pulse_registry.write(unseen, "running", fields={
+            stack.celery.pulse.registry.write(unseen, "running", fields={
                 "name": "tasks.demo.count", "state": "STARTED", "worker": hostname,
                 "started_at": time.time()})
             client.call("subscribe", {"task": unseen}, timeout=10)

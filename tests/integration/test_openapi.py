@@ -1,4 +1,5 @@
-"""The OpenAPI description (pulse/openapi.json): valid, served, complete, and true to the running app.
+"""The OpenAPI description (pulse/server/http/openapi.json): valid, served, complete, and true to
+the running app.
 
 The running app is the ``stack`` fixture: Redis, a worker and the web server as subprocesses. A
 scripted walk through the task lifecycle checks the answers fuzzing cannot reach (real tasks to
@@ -27,15 +28,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import pulse
-from pulse import create_app
-from pulse.taskjson import record_json, unknown_json
-from tasks.registry import STATUSES
+from pulse.record.statuses import STATUSES
+from pulse.server.model.taskjson import record_json, unknown_json
+from tests.conftest import demo_server
 
 from ..conftest import TOKEN
 
 pytestmark = pytest.mark.integration
 
-SPEC_PATH = Path(pulse.__file__).parent / "openapi.json"
+SPEC_PATH = Path(pulse.__file__).parent / "server" / "http" / "openapi.json"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 MAX_EXAMPLES = 25
 MAX_WAIT = 0.5  # seconds: ?wait=N holds a request up to N (at most 30) s; fuzzing need not sit there
@@ -134,7 +135,7 @@ def test_the_description_is_served(stack):
 
 
 def test_every_route_is_documented_and_every_documented_route_exists(redis_url):
-    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading"})
+    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading"})
     served = set()
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)

@@ -7,8 +7,8 @@ import pytest
 import requests
 import socketio
 
-from pulse.results import read_meta
-from tasks.progress import TaskFailure  # noqa: F401 - imported so Celery can rebuild it
+from pulse.agent.failure import TaskFailure  # noqa: F401 - imported so Celery can rebuild it
+from pulse.server.model.results import read_meta
 
 from ..conftest import wait_until
 

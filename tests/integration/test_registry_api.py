@@ -439,7 +439,7 @@ class Book:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.registry = make_celery(stack.env).pulse_registry
+        self.registry = make_celery(stack.env).pulse.registry
         self.records: dict[str, Rec] = {}
         self.rng = random.Random(20261121)
 
@@ -597,7 +597,7 @@ def test_upkeep_prunes_to_the_retention_and_the_cap_oldest_finished_first(redis_
     # Maintenance prunes on its first tick, then every 60 s (not a setting): the records are
     # written before the server starts, and the retention outlasts the server's start-up.
     env = {"REDIS_URL": url, "PULSE_RETENTION": "2m", "PULSE_REGISTRY_CAP": "50"}
-    registry = make_celery(env).pulse_registry
+    registry = make_celery(env).pulse.registry
     now = time.time()
     old = [f"old-{n:03d}" for n in range(40)]
     finished = [f"fin-{n:03d}" for n in range(100)]

@@ -17,7 +17,7 @@ import pytest
 import requests
 import websocket
 
-from tasks.progress import report_progress
+from pulse.agent.progress import report_progress
 
 from ..conftest import ARTIFACTS, TOKEN, Stack, db_url, flush_db, own_server, producer_app, wait_until
 

@@ -8,7 +8,7 @@ Pulse's collection off they pile up, with it on only the ones since the last col
 
 import pytest
 
-from pulse.results import read_meta
+from pulse.server.model.results import read_meta
 
 from ..conftest import db_url, flush_db, own_worker, producer_app, server_env, wait_until
 

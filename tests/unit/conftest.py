@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from pulse import create_app
+from tests.conftest import demo_server
 
 from ..conftest import TOKEN
 
@@ -18,7 +18,7 @@ def redis_url(redis_url):
 @pytest.fixture
 def app(redis_url):
     # A registry of its own per test: the unit database is shared by every unit test.
-    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
+    return demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
                        "PULSE_REGISTRY_PREFIX": f"u{uuid.uuid4().hex[:10]}:"})
 
 

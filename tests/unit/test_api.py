@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse.config import DEMO_TASKS
+from tasks.demo import LAUNCHABLE as DEMO_TASKS
 
 
 def test_healthz_needs_no_credentials_and_reports_redis(client):
@@ -67,11 +67,11 @@ def test_launch_rejects_non_json_and_huge_bodies(client, auth_headers):
 
 
 def test_launch_with_the_broker_down_is_503(redis_url):
-    from pulse import create_app
+    from tests.conftest import demo_server
 
     from ..conftest import TOKEN
 
-    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
+    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
                       "PULSE_ASYNC_MODE": "threading"})
     response = app.test_client().post("/api/tasks", json={"name": "tasks.demo.count"},
                                       headers={"Authorization": f"Bearer {TOKEN}"})
@@ -106,11 +106,11 @@ def test_405_keeps_its_allow_header(client, auth_headers):
 
 
 def test_redis_down_answers_503_not_500():
-    from pulse import create_app
+    from tests.conftest import demo_server
 
     from ..conftest import TOKEN
 
-    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
+    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
                       "PULSE_ASYNC_MODE": "threading", "PULSE_REDIS_TIMEOUT": "1"})
     client, headers = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/api/tasks", "/api/tasks/abc", "/api/tasks/counts", "/api/workers", "/metrics"):

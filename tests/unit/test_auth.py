@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from tasks.tokens import mint_token
+from pulse.agent.tokens import mint_token
 
 from ..conftest import TOKEN
 

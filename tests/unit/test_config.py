@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse.config import DEMO_TASKS, ConfigError, load_config
+from pulse.settings import ConfigError, load_config
 
 TOKEN = "x" * 20
 
@@ -10,7 +10,7 @@ TOKEN = "x" * 20
 def test_defaults():
     config = load_config({"PULSE_TOKEN": TOKEN})
     assert (config["HOST"], config["PORT"], config["ASYNC_MODE"]) == ("127.0.0.1", 5000, "eventlet")
-    assert config["LAUNCH_ALLOW"] == DEMO_TASKS
+    assert config["LAUNCH_ALLOW"] == ()  # nothing may be launched unless listed
     assert config["PUSH_INTERVAL"] == 0.1
 
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import redis
 
-from pulse.events import EventStream, StreamSilent
-from tasks import events as wire
+from pulse.agent import wire
+from pulse.server.ingest.stream import EventStream, StreamSilent
 from tasks.celery import make_celery
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pulse.grants import revoke_all
-from pulse.lapses import TokenLapses
-from tasks.tokens import Grant
+from pulse.agent.tokens import Grant
+from pulse.server.http.grants import revoke_all
+from pulse.server.upkeep.lapses import TokenLapses
 
 
 def grant(task_id: str | None = None, group_id: str | None = None, issued_at: float = 1000.0,

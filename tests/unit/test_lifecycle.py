@@ -5,9 +5,9 @@ import uuid
 import pytest
 from celery import chain, group
 
-from pulse.results import use_lookup_only_backend
+from pulse.agent.lifecycle import CALL_LIMIT
+from pulse.server.model.results import use_lookup_only_backend
 from tasks.celery import make_celery
-from tasks.lifecycle import CALL_LIMIT
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def app(redis_url):
 
 def test_a_sent_task_is_scheduled_before_anyone_sees_it(app):
     result = app.send_task("tasks.demo.count", args=[3], kwargs={"delay": 0.5})
-    record = app.pulse_registry.get(result.id)
+    record = app.pulse.registry.get(result.id)
     assert record["status"] == "scheduled" and record["state"] == "PENDING"
     assert record["name"] == "tasks.demo.count" and record["queue"] == app.conf.task_default_queue
     assert record["args"] == "[3]" and record["kwargs"] == "{'delay': 0.5}"
@@ -30,8 +30,8 @@ def test_a_sent_task_is_scheduled_before_anyone_sees_it(app):
 
 def test_huge_or_non_json_arguments_are_not_kept_for_replay(app):
     huge = app.send_task("tasks.demo.count", args=["x" * (CALL_LIMIT + 1)])
-    assert app.pulse_registry.get(huge.id).get("call") is None
-    assert len(app.pulse_registry.get(huge.id)["args"]) <= 2048
+    assert app.pulse.registry.get(huge.id).get("call") is None
+    assert len(app.pulse.registry.get(huge.id)["args"]) <= 2048
 
 
 def test_a_chain_records_its_later_steps_as_unstarted(app):
@@ -41,7 +41,7 @@ def test_a_chain_records_its_later_steps_as_unstarted(app):
     last = result.id
     second = result.parent.id
     first = result.parent.parent.id
-    registry = app.pulse_registry
+    registry = app.pulse.registry
     assert registry.get(first)["status"] == "scheduled"
     assert registry.get(first)["chain"] == [second, last]
     for step, total in ((second, 2), (last, 3)):
@@ -51,7 +51,7 @@ def test_a_chain_records_its_later_steps_as_unstarted(app):
 
 
 def test_a_child_is_listed_on_its_parent(app):
-    registry = app.pulse_registry
+    registry = app.pulse.registry
     parent = str(uuid.uuid4())
     child = app.send_task("tasks.demo.count", parent_id=parent, root_id=parent)
     assert registry.get(child.id)["parent_id"] == parent
@@ -61,6 +61,6 @@ def test_a_child_is_listed_on_its_parent(app):
 def test_group_members_carry_their_group_id(app):
     count = app.signature("tasks.demo.count")
     result = group(count.clone(kwargs={"total": 1}), count.clone(kwargs={"total": 2})).apply_async()
-    records = [app.pulse_registry.get(child.id) for child in result.results]
+    records = [app.pulse.registry.get(child.id) for child in result.results]
     assert {r["group_id"] for r in records} == {result.id}
     assert [r["status"] for r in records] == ["scheduled", "scheduled"]

@@ -5,8 +5,8 @@ import uuid
 import pytest
 import redis
 
-from pulse.listing import Listing, ListingError, decode_cursor, encode_cursor
-from tasks.registry import Registry
+from pulse.record.registry import Registry
+from pulse.server.model.listing import Listing, ListingError, decode_cursor, encode_cursor
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_search_by_id_or_name_substring(registry, listing):
 
 
 def test_a_sparse_filter_answers_with_a_resume_cursor(registry, listing, monkeypatch):
-    monkeypatch.setattr("pulse.listing.SCAN_CAP", 100)
+    monkeypatch.setattr("pulse.server.model.listing.SCAN_CAP", 100)
     # Two big indexes whose intersection is one old record: no index is small enough to drive.
     fill(registry, 400)
     pipe = registry.client.pipeline(transaction=False)

@@ -145,7 +145,7 @@ def test_nothing_is_built_for_rooms_nobody_watches(app, socketio, monkeypatch):
 
 
 def test_the_workers_push_carries_summaries_not_histories(app, socketio):
-    from pulse.live import lean_worker
+    from pulse.server.push.live import lean_worker
 
     worker = {"hostname": "w@h", "active_tasks": [{"id": "a", "history": [[1, 2]], "status": "running"}]}
     lean = lean_worker(worker)
@@ -153,7 +153,7 @@ def test_the_workers_push_carries_summaries_not_histories(app, socketio):
 
 
 def test_websocket_compression_is_declined():
-    from pulse.live import without_compression
+    from pulse.server.push.live import without_compression
 
     seen = []
     wrapped = without_compression(lambda environ, start_response: seen.append(dict(environ)) or [b""])
@@ -198,11 +198,11 @@ def test_malformed_messages_without_an_ack_id_get_no_answer(app, socketio, caplo
 
 
 def test_with_redis_unreachable_subscribe_gets_an_error_and_tokens_are_refused(caplog):
-    from pulse import create_app
+    from pulse.agent.tokens import mint_token
     from pulse.devstack import free_port
-    from tasks.tokens import mint_token
+    from tests.conftest import demo_server
 
-    app = create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/1",
+    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/1",
                       "PULSE_ASYNC_MODE": "threading"})
     socketio = app.extensions["socketio"]
     client = connect(app, socketio, auth={"token": TOKEN})

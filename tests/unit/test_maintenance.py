@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from pulse.maintenance import ENDED_UNSEEN, WORKER_GONE, Maintenance
+from pulse.server.upkeep.maintenance import ENDED_UNSEEN, WORKER_GONE, Maintenance
 
 from .test_monitor import make_monitor
 

@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from pulse import devstack
-from pulse.events import UNDECODABLE
-from pulse.monitor import Monitor
-from pulse.store import TaskStore
-from tasks import events as wire
+from pulse.agent import wire
+from pulse.server.ingest.monitor import Monitor
+from pulse.server.ingest.stream import UNDECODABLE
+from pulse.server.model.store import TaskStore
 from tasks.celery import make_celery
 
 from ..conftest import wait_until
@@ -28,8 +28,8 @@ def event(kind: str, task: str = "t1", **fields) -> dict:
 
 def make_monitor(redis_url, **kwargs) -> Monitor:
     app = make_celery({"REDIS_URL": redis_url})
-    app.pulse_registry.prefix = f"m{uuid.uuid4().hex[:8]}:"  # a registry of this test's own
-    return Monitor(app, TaskStore(app.pulse_registry, app), **kwargs)
+    app.pulse.registry.prefix = f"m{uuid.uuid4().hex[:8]}:"  # a registry of this test's own
+    return Monitor(app, TaskStore(app.pulse.registry, app), **kwargs)
 
 
 @pytest.fixture
@@ -170,8 +170,8 @@ def test_monitor_reconnects_after_redis_restarts(tmp_path):
 
 
 def test_a_cleanly_stopped_worker_keeps_its_last_sighting(monitor):
-    from pulse.listing import Listing
-    from pulse.workers import worker_json
+    from pulse.server.model.listing import Listing
+    from pulse.server.model.workers import worker_json
 
     now = time.time()
     monitor.handle({"type": "worker-heartbeat", "hostname": "bye@h", "timestamp": now - 3,

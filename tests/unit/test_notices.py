@@ -3,11 +3,11 @@
 import time
 import uuid
 
-from pulse.events import EventStream
-from pulse.maintenance import Maintenance
-from pulse.monitor import Monitor
-from pulse.notices import NOTICE, Notices
-from pulse.store import TaskStore
+from pulse.server.ingest.monitor import Monitor
+from pulse.server.ingest.notices import NOTICE, Notices
+from pulse.server.ingest.stream import EventStream
+from pulse.server.model.store import TaskStore
+from pulse.server.upkeep.maintenance import Maintenance
 from tasks.celery import make_celery
 
 from .test_monitor import make_monitor
@@ -34,7 +34,7 @@ def test_each_server_process_is_its_own_origin():
 
 def test_a_published_notice_makes_the_other_monitor_push_the_record_and_write_nothing(redis_url):
     app = make_celery({"REDIS_URL": redis_url})
-    registry = app.pulse_registry
+    registry = app.pulse.registry
     registry.prefix = f"n{uuid.uuid4().hex[:8]}:"
     registry.write("t1", "skipped", fields={"name": "tasks.demo.count"})
     before = registry.client.hgetall(registry.key("t1"))

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from pulse.overview import throughput, warnings
+from pulse.server.model.overview import throughput, warnings
 
 
 def test_throughput_covers_the_last_hour_oldest_first(app):

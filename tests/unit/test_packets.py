@@ -3,7 +3,7 @@
 import pytest
 from socketio import packet
 
-from pulse.packets import MALFORMED, SafePacket
+from pulse.server.push.packets import MALFORMED, SafePacket
 
 
 @pytest.mark.parametrize("encoded, ack_id", [

@@ -2,7 +2,7 @@
 
 import logging
 
-from pulse.periodic import Periodic
+from pulse.server.upkeep.periodic import Periodic
 
 
 class Flaky(Periodic):

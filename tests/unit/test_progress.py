@@ -9,11 +9,12 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore
 
-from pulse.results import read_meta
-from tasks import events as wire
+from pulse.agent import wire
+from pulse.agent.failure import TaskFailure, fail
+from pulse.agent.progress import OUTAGE_PAUSE, progress_meta, report_progress
+from pulse.agent.progress_writer import progress_writer
+from pulse.server.model.results import read_meta
 from tasks.celery import make_celery
-from tasks.progress import OUTAGE_PAUSE, TaskFailure, fail, progress_meta, report_progress
-from tasks.progress_writer import progress_writer
 
 
 class Recording(Task):
@@ -150,7 +151,7 @@ def test_one_round_trip_writes_what_the_three_celery_calls_write(redis_url):
     ours, celerys = published.events
     for key in ("hostname", "utcoffset", "pid", "uuid", "current", "total", "percent", "message", "type"):
         assert ours[key] == celerys[key], key
-    assert app.pulse_registry.get(task_id)["progress"]["message"] == "fast"
+    assert app.pulse.registry.get(task_id)["progress"]["message"] == "fast"
     assert app.backend.client.ttl(app.backend.get_key_for_task(task_id)) > 0
 
 
@@ -209,8 +210,8 @@ def test_unreachable_redis_never_fails_the_task_and_pauses_reporting():
     Recording.calls = []
 
     attempts = []
-    write = app.pulse_registry.write
-    app.pulse_registry.write = lambda task_id, *args, **kwargs: (attempts.append(task_id),
+    write = app.pulse.registry.write
+    app.pulse.registry.write = lambda task_id, *args, **kwargs: (attempts.append(task_id),
                                                                  write(task_id, *args, **kwargs))[1]
 
     @app.task(bind=True, base=Recording, shared=False)

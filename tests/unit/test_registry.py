@@ -5,7 +5,7 @@ import uuid
 import pytest
 import redis
 
-from tasks.registry import Registry, step
+from pulse.record.registry import Registry, step
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from pulse import create_app
-from pulse.config import ConfigError
+from pulse.settings import ConfigError
+from tests.conftest import demo_server
 
 from ..conftest import TOKEN
 
@@ -28,7 +28,7 @@ def test_every_response_carries_the_security_headers(logged_in, path):
 
 
 def make_app(redis_url, **env):
-    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
+    return demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
                        "PULSE_REGISTRY_PREFIX": f"s{uuid.uuid4().hex[:10]}:", **env})
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from pulse.taskjson import event_write, meta_write, record_json, status_of, unknown_json, valid_id
+from pulse.record.statuses import status_of
+from pulse.server.model.taskjson import record_json, unknown_json, valid_id
+from pulse.server.model.writes import event_write, meta_write
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from pulse import create_app
-from tasks.tokens import TokenError, mint_token, read_token, secret_from_env
+from pulse.agent.tokens import TokenError, mint_token, read_token, secret_from_env
+from tests.conftest import demo_server
 
 from ..conftest import TOKEN
 
@@ -16,7 +16,7 @@ ORIGIN = "http://127.0.0.1:8123"
 def app(redis_url):
     import uuid
 
-    return create_app({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
+    return demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
                        "PULSE_EMBED_ORIGINS": ORIGIN, "PULSE_REGISTRY_PREFIX": f"k{uuid.uuid4().hex[:8]}:"})
 
 

@@ -10,8 +10,8 @@ from engineio import packet as eio
 from engineio import socket as eio_socket
 from engineio.async_drivers import threading as threading_driver
 
-from pulse.config import ConfigError, load_config
-from pulse.transport import TransportGuard, _EngineIOFrames, decode, polling_filter
+from pulse.server.push.transport import TransportGuard, _EngineIOFrames, decode, polling_filter
+from pulse.settings import ConfigError, load_config
 
 from ..conftest import TOKEN, wait_until
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse import create_app
+from tests.conftest import demo_server
 
 from ..conftest import TOKEN
 
@@ -11,7 +11,7 @@ VIEWER = "viewer-token-0123456789abcdef"
 
 @pytest.fixture
 def app(redis_url):
-    return create_app({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": redis_url,
+    return demo_server({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": redis_url,
                        "PULSE_ASYNC_MODE": "threading", "PULSE_REGISTRY_PREFIX": "viewer-test:"})
 
 
@@ -57,7 +57,7 @@ def test_a_viewer_may_watch_live(app):
 
 
 def test_the_viewer_token_must_differ_from_the_operator_token(redis_url):
-    from pulse.config import ConfigError
+    from pulse.settings import ConfigError
 
     with pytest.raises(ConfigError, match="PULSE_VIEWER_TOKEN"):
-        create_app({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": TOKEN, "REDIS_URL": redis_url})
+        demo_server({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": TOKEN, "REDIS_URL": redis_url})

@@ -1,0 +1,75 @@
+"""Per-task tokens: signed, expiring grants to read one task (or one group) and nothing else.
+
+A host application mints one when it launches a task for its user and hands it to the page
+that shows the widget; it needs only the Pulse server's secret, not the server:
+
+    from pulse import mint_token, secret_from_env
+    token = mint_token(secret_from_env(os.environ), task_id=result.id, ttl=3600)
+
+Signed with itsdangerous; the Pulse server checks the signature, the expiry and revocation.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from pulse.settings import secret_from_env  # noqa: F401 - minting needs the server's secret
+
+SALT = "pulse-task-token"
+MAX_TTL = 7 * 86400
+
+
+class TokenError(Exception):
+    """A token that grants nothing; ``status`` is 401 (bad or expired) or 403 (revoked, out of scope)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a valid token allows: one task or one group, read-only unless ``cancel``."""
+
+    task_id: str | None
+    group_id: str | None
+    cancel: bool
+    issued_at: float
+    expires_at: float
+    token_id: str
+
+    @property
+    def scope(self) -> str:
+        return self.task_id or self.group_id or ""
+
+    def expired(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) >= self.expires_at
+
+
+def mint_token(secret: str, task_id: str | None = None, group_id: str | None = None, ttl: float = 3600,
+               cancel: bool = False, now: float | None = None) -> tuple[str, float]:
+    """A token for ``task_id`` or ``group_id`` valid ``ttl`` seconds; returns (token, expires_at)."""
+    if (task_id is None) == (group_id is None):
+        raise ValueError("mint a token for exactly one of task_id or group_id")
+    if not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"ttl must be between 1 second and {MAX_TTL} seconds (7 days)")
+    issued = time.time() if now is None else now
+    payload = {"iat": issued, "exp": issued + ttl, "c": bool(cancel), "jti": uuid.uuid4().hex}
+    payload["t" if task_id is not None else "g"] = task_id if task_id is not None else group_id
+    return URLSafeSerializer(secret, salt=SALT).dumps(payload), payload["exp"]
+
+
+def read_token(secret: str, token: str, now: float | None = None) -> Grant:
+    """The grant a token carries; raises TokenError for a tampered, malformed or expired one."""
+    try:
+        payload = URLSafeSerializer(secret, salt=SALT).loads(token)
+        grant = Grant(task_id=payload.get("t"), group_id=payload.get("g"), cancel=bool(payload["c"]),
+                      issued_at=float(payload["iat"]), expires_at=float(payload["exp"]),
+                      token_id=str(payload["jti"]))
+    except (BadSignature, KeyError, TypeError, ValueError, AttributeError):
+        raise TokenError(401, "invalid token: not signed by this Pulse server, or damaged") from None
+    if grant.expired(now):
+        raise TokenError(401, "token expired: ask the application for a new one")
+    return grant

@@ -1,0 +1,1 @@
+"""HTTP: the REST API, commands, pages, auth, the embed route and security headers."""

@@ -1,0 +1,1 @@
+"""Ingest: Celery's event stream, the monitor that applies it, other servers' notices."""

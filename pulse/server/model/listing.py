@@ -1,0 +1,128 @@
+"""Listing and counting tasks from the registry's indexes, kept in Redis at write time.
+
+No request scans the keyspace: a page walks the smallest matching index, newest first, and
+checks membership in the others (and a search's substring), in one Lua call, with a cursor that
+stays stable however many records arrive meanwhile.
+"""
+
+import base64
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pulse.record.registry import Registry, as_text
+from pulse.record.scripts import script
+from pulse.record.statuses import STATUSES
+
+MAX_LIMIT = 500
+SCAN_CAP = 10_000   # index entries one request walks (~5 ms of Redis) before it answers a resume cursor
+
+
+class ListingError(ValueError):
+    """A filter or cursor is malformed; the message says which and how."""
+
+
+@dataclass
+class Page:
+    ids: list[str]
+    next_cursor: str | None
+
+
+def parse_time(raw: str, name: str) -> float:
+    """Unix seconds or ISO 8601."""
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            value = datetime.fromisoformat(raw).timestamp()
+        except ValueError:
+            value = math.nan
+    if not math.isfinite(value):
+        raise ListingError(f"{name}={raw[:50]!r} is not a time: use Unix seconds or ISO 8601")
+    return value
+
+
+def encode_cursor(score: str, task_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score}|{task_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        score, task_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|", 1)
+        if not math.isfinite(float(score)):
+            raise ValueError(score)
+    except (ValueError, UnicodeDecodeError):
+        raise ListingError("malformed cursor: pass back the next_cursor of the previous page") from None
+    return score, task_id
+
+
+class Listing:
+    """Queries over the registry's indexes."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.client = registry.client
+        self.prefix = registry.prefix
+        self._script = self.client.register_script(script("list.lua"))
+
+    def index(self, field: str, value: str) -> str:
+        return f"{self.prefix}i:{field}:{value}"
+
+    def counts(self) -> dict[str, int]:
+        """How many records per status, and in all."""
+        pipe = self.client.pipeline(transaction=False)
+        for status in STATUSES:
+            pipe.zcard(self.index("status", status))
+        pipe.zcard(f"{self.prefix}i:all")
+        *per_status, total = pipe.execute()
+        return {"total": total, "by_status": dict(zip(STATUSES, per_status, strict=True))}
+
+    def page(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None,
+             order: str = "desc") -> Page:
+        """One page of ids matching ``filters`` (status, state, name, worker, q, since, until),
+        by the time each task was first recorded: newest first (``desc``) or oldest first."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ListingError(f"limit must be 1-{MAX_LIMIT}")
+        if order not in ("asc", "desc"):
+            raise ListingError("order must be asc or desc")
+        groups = self._groups(filters)
+        q = filters.get("q") or ""
+        names = self._names_containing(q) if q else []
+        cscore, cid = decode_cursor(cursor) if cursor else ("", "")
+        maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
+        mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
+        # One round trip: the script sizes the groups, picks the driver and walks it.
+        keys = [f"{self.prefix}i:all", f"{self.prefix}tmp:{uuid.uuid4().hex}",
+                *(key for group in groups for key in group), *names]
+        rows, resume_score, resume_id = self._script(keys=keys, args=[
+            maxs, mins, cscore, cid, limit, SCAN_CAP, order, q, len(groups), *map(len, groups), len(names)])
+        ids = [as_text(rows[i]) for i in range(0, len(rows), 2)]
+        if resume_score:
+            return Page(ids, encode_cursor(as_text(resume_score), as_text(resume_id)))
+        if len(ids) == limit:
+            return Page(ids, encode_cursor(as_text(rows[-1]), ids[-1]))
+        return Page(ids, None)
+
+    def _groups(self, filters: dict[str, Any]) -> list[list[str]]:
+        """The filters as groups of index keys: a task must be in one key of every group."""
+        groups = [[self.index(field, filters[field])] for field in ("state", "name", "worker")
+                  if filters.get(field)]
+        statuses = filters.get("status") or []
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise ListingError(f"unknown status {unknown[0][:30]!r}: use one of {', '.join(STATUSES)}")
+        if statuses:
+            groups.append([self.index("status", s) for s in dict.fromkeys(statuses)])
+        return groups
+
+    def _names_containing(self, q: str) -> list[str]:
+        """The name indexes of the task names containing ``q``, case-insensitively.
+
+        Ids are matched as typed inside the walk, one entry at a time: a search costs what the
+        page walks, not a pass over every id (a sparse match answers with a resume cursor).
+        """
+        needle = q.lower()
+        names = (as_text(n) for n in self.client.smembers(f"{self.prefix}names"))
+        return [self.index("name", name) for name in names if needle in name.lower()]

@@ -1,0 +1,1 @@
+"""Push: Socket.IO rooms, socket handlers and the transport that guards them."""

@@ -1,0 +1,1 @@
+"""Upkeep: the server's periodic jobs (lost tasks, pruning, token rechecks)."""
