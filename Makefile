@@ -9,7 +9,7 @@ QUICK ?=
 # `make soak`: seconds of load (an hour by default).
 DURATION ?= 3600
 
-.PHONY: run test lint chromium bench soak clean
+.PHONY: run test lint chromium rabbitmq bench soak clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,21 @@ chromium:
 	  fi; \
 	fi
 
-test: $(VENV)/.installed-dev chromium
+# RabbitMQ tests need Debian's rabbitmq-server (started by the tests on free ports): installed here
+# when we are root, else those tests are skipped with a hint (under CI=true they fail instead).
+rabbitmq:
+	@if [ ! -x /usr/sbin/rabbitmq-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make test: installing Debian's rabbitmq-server for the RabbitMQ tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	    service rabbitmq-server stop >/dev/null 2>&1 || true; \
+	  else \
+	    echo "make test: rabbitmq-server is missing, so the RabbitMQ tests will be skipped;"; \
+	    echo "           install it with: sudo apt-get install rabbitmq-server"; \
+	  fi; \
+	fi
+
+test: $(VENV)/.installed-dev chromium rabbitmq
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

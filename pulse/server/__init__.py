@@ -23,6 +23,7 @@ from pulse.server.http.throttle import LoginThrottle
 from pulse.server.ingest.monitor import Monitor
 from pulse.server.ingest.notices import Notices
 from pulse.server.model.actions import Actions
+from pulse.server.model.amqp_queues import amqp_depths
 from pulse.server.model.audit import AuditLog
 from pulse.server.model.groups import describe_unit
 from pulse.server.model.listing import Listing
@@ -95,6 +96,8 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
         # The overview's queue depths: read from the broker's lists when it is Redis; after a
         # Redis restart, a call on a pooled connection that Redis closed is tried once more.
         pulse_broker=broker_client(celery_app),
+        # Otherwise (RabbitMQ) from a passive queue declare, one bounded connection per overview.
+        pulse_queue_depths=lambda names: amqp_depths(celery_app, names),
         pulse_registry=registry,
         pulse_store=store,
         pulse_listing=listing,

@@ -161,7 +161,7 @@ def get_overview() -> dict[str, Any]:
     monitor, upkeep = ext("pulse_monitor"), ext("pulse_maintenance")
     online = sum(1 for w in monitor.state.workers.values() if w.alive)
     return overview(ext("pulse_listing"), ext("pulse_broker"), ext("pulse_celery").conf.task_default_queue,
-                    online, upkeep.consumers, monitor.connected)
+                    online, upkeep.consumers, monitor.connected, depths=ext("pulse_queue_depths"))
 
 
 @bp.get("/api/goals/<path:goal>")

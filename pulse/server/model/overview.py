@@ -9,6 +9,7 @@ the background by the registry upkeep.
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -40,11 +41,14 @@ def queue_names(registry: Registry, default: str, consumers: dict[str, list[str]
 
 
 def queues(broker: redis.Redis | None, registry: Registry, names: list[str], now: float,
-           consumers: dict[str, list[str]] | None) -> list[dict[str, Any]]:
-    """Depth and age of the oldest waiting message of each queue, with its consumers (depth and
-    age None when the broker is not Redis)."""
+           consumers: dict[str, list[str]] | None,
+           depths: Callable[[list[str]], dict[str, tuple[int, int]]] | None = None) -> list[dict[str, Any]]:
+    """Depth and age of the oldest waiting message of each queue, with its consumers. Without a
+    Redis broker the depth comes from ``depths`` (RabbitMQ's passive declare), and the age of the
+    oldest message stays unknown: AMQP cannot look at a message without taking it."""
     if broker is None:
-        return [{"name": name, "depth": None, "oldest_age": None,
+        known = depths(names) if depths is not None else {}
+        return [{"name": name, "depth": known[name][0] if name in known else None, "oldest_age": None,
                  "consumers": None if consumers is None else sorted(consumers.get(name, []))}
                 for name in names]
     pipe = broker.pipeline(transaction=False)
@@ -92,14 +96,16 @@ def warnings(queue_rows: list[dict[str, Any]], workers_online: int) -> list[dict
 
 
 def overview(listing: Listing, broker: redis.Redis | None, default_queue: str, workers_online: int,
-             consumers: dict[str, list[str]] | None, connected: bool) -> dict[str, Any]:
+             consumers: dict[str, list[str]] | None, connected: bool,
+             depths: Callable[[list[str]], dict[str, tuple[int, int]]] | None = None) -> dict[str, Any]:
     """Everything the overview page shows, in one answer."""
     now = time.time()
     registry = listing.registry
     rows = throughput(registry, now)
     finished = sum(r["finished"] for r in rows)
     failed = sum(r["failed"] for r in rows)
-    queue_rows = queues(broker, registry, queue_names(registry, default_queue, consumers), now, consumers)
+    queue_rows = queues(broker, registry, queue_names(registry, default_queue, consumers), now, consumers,
+                        depths)
     return {
         "counts": listing.counts(),
         "throughput": rows,
