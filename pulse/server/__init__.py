@@ -17,7 +17,7 @@ from flask_socketio import SocketIO
 
 from pulse.agent.install import install
 from pulse.record.registry import retry_once
-from pulse.server.http import api, auth, commands, embed, pages, security
+from pulse.server.http import api, auth, commands, embed, middleware, pages, security
 from pulse.server.http.metrics import Metrics
 from pulse.server.http.throttle import LoginThrottle
 from pulse.server.ingest.monitor import Monitor
@@ -122,7 +122,8 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     embed.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)
-    security.init_app(app)  # last: its proxy fix must wrap Socket.IO's middleware too
+    security.init_app(app)
+    middleware.install(app)  # the WSGI stack around Socket.IO's middleware and Flask, in one list
     return app
 
 

@@ -15,7 +15,6 @@ import re
 
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
@@ -63,18 +62,7 @@ def redact_tokens(logger: logging.Logger) -> None:
         logger.addFilter(RedactTokens())
 
 
-def trust_proxies(app: Flask, hops: int) -> None:
-    """Take the client's address, scheme and host from the ``hops`` proxies in front (none if 0)."""
-    if hops:
-        # No x_port: a proxy's X-Forwarded-Port would put ":443" in the host, and the socket's
-        # origin check compares the browser's Origin (which has no default port) with it.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
-
 def init_app(app: Flask) -> None:
     app.after_request(add_headers)
     app.session_interface = TlsAwareSessions()
     redact_tokens(logging.getLogger("werkzeug"))
-    # create_app calls this last, so the fix wraps Socket.IO's middleware too: the socket's
-    # origin check must see the scheme and host the browser used.
-    trust_proxies(app, app.config["PROXY_HOPS"])

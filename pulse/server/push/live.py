@@ -22,7 +22,7 @@ from pulse.server.http.embed import own_origin
 from pulse.server.model.groups import describe_unit, units_of
 from pulse.server.model.taskjson import public_view, summary, valid_id
 from pulse.server.push.packets import MALFORMED
-from pulse.server.push.transport import TransportGuard, polling_filter
+from pulse.server.push.transport import TransportGuard
 from pulse.server.upkeep.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -321,4 +321,3 @@ def init_app(app: Flask, socketio: SocketIO) -> None:
     socketio.on_error_default(on_error)
     metrics = app.extensions["pulse_metrics"]
     TransportGuard(socketio.server.eio, app.config["CLIENT_QUEUE"], on_stalled=metrics.stalled.inc).install()
-    app.wsgi_app = polling_filter(without_compression(app.wsgi_app), app.config["MAX_SOCKET_MESSAGE"])
