@@ -20,9 +20,8 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
     """The demo app, configured from ``env`` (tests build one per environment)."""
     redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
     broker_url = env.get("BROKER_URL") or redis_url
-    timeout = float(env.get("PULSE_REDIS_TIMEOUT") or 5.0)
     app = Celery("tasks", broker=broker_url, backend=redis_url, include=["tasks.demo"])
-    pulse.install(app, env=env)
+    timeout = pulse.install(app, env=env).settings.redis_timeout  # PULSE_REDIS_TIMEOUT, parsed once
     app.conf.update(
         broker_connection_retry_on_startup=True,
         # Bounded socket waits: a dead or frozen Redis must fail a call, not hang a task.
