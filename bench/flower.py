@@ -27,10 +27,10 @@ def version() -> str:
     return out.stdout.strip()
 
 
-def start(running: Stack, name: str = "flower", max_tasks: int = 100_000) -> str:
-    """Start Flower on a free loopback port against the stack's broker; returns its URL."""
+def start(running: Stack, name: str = "flower", max_tasks: int = 100_000, broker: str = "") -> str:
+    """Start Flower on a free loopback port on ``broker`` (default: the stack's Redis); returns its URL."""
     port = devstack.free_port()
-    cmd = [python(), "-m", "celery", "--broker", running.redis_url, "flower", f"--port={port}",
+    cmd = [python(), "-m", "celery", "--broker", broker or running.redis_url, "flower", f"--port={port}",
            "--address=127.0.0.1", f"--max_tasks={max_tasks}", "--inspect_timeout=500"]
     # Run from the data folder, not the repository: Flower must not import Pulse's `tasks`.
     env = {key: value for key, value in running.env.items() if not key.startswith("PULSE_")}

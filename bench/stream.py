@@ -38,7 +38,16 @@ def record(running: Stack, tasks: int = SAMPLE_TASKS) -> list[tuple[bytes, dict]
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    app = make_celery(running.env)
+    run_sample_tasks(make_celery(running.env), tasks)
+    stop.set()
+    listener.join()
+    sub.close()
+    client.close()
+    return captured
+
+
+def run_sample_tasks(app, tasks: int) -> None:
+    """Send ``tasks`` real tasks (1 in 10 a structured failure) and wait until all have finished."""
     results = []
     for number in range(tasks):
         if number % 10 == 9:
@@ -47,11 +56,6 @@ def record(running: Stack, tasks: int = SAMPLE_TASKS) -> list[tuple[bytes, dict]
             results.append(app.send_task("tasks.demo.count", kwargs={"total": 12, "delay": 0.05}))
     wait_until(lambda: all(r.state in ("SUCCESS", "FAILURE") for r in results), 120, 0.2, "recorded tasks")
     time.sleep(0.5)  # the last events are published right after the state is stored
-    stop.set()
-    listener.join()
-    sub.close()
-    client.close()
-    return captured
 
 
 def events_of(envelope: dict) -> list[dict]:
@@ -70,7 +74,7 @@ def expand(sample: list[tuple[bytes, dict]], count: int) -> tuple[list[tuple[byt
     for _copy in range(copies):
         ids: dict[str, str] = {}
         for channel, envelope in sample:
-            events = [_clone(event, ids, base - first) for event in events_of(envelope)]
+            events = [clone_event(event, ids, base - first) for event in events_of(envelope)]
             produced += len(events)
             body = events if len(events) > 1 else events[0]
             messages.append((channel, _envelope(envelope, body)))
@@ -80,7 +84,8 @@ def expand(sample: list[tuple[bytes, dict]], count: int) -> tuple[list[tuple[byt
     return messages, tasks
 
 
-def _clone(event: dict, ids: dict[str, str], shift: float) -> dict:
+def clone_event(event: dict, ids: dict[str, str], shift: float) -> dict:
+    """``event`` with the task ids mapped to fresh ones (kept in ``ids``) and its time moved by ``shift``."""
     event = dict(event)
     for key in ("uuid", "root_id", "parent_id"):
         if event.get(key):

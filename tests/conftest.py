@@ -5,6 +5,8 @@ Logs go to test-artifacts/ so a CI failure can be read afterwards.
 """
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ from pulse.server import create_app
 from pulse.server.model.results import use_lookup_only_backend
 from tasks.celery import make_celery
 from tasks.demo import LAUNCHABLE
+
+from .rabbitmq import start_rabbitmq, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -266,3 +270,30 @@ def page(browser, js_errors):
     page.on("console", lambda msg: msg.type == "error" and js_errors.console_errors.append(msg.text))
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """The AMQP URL of a private RabbitMQ node, for the whole session.
+
+    Skipped, with the reason, when this machine cannot run one; under CI=true that is a failure.
+    """
+    reason = unavailable()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    devstack_artifacts = devstack.ROOT / "test-artifacts"
+    devstack_artifacts.mkdir(exist_ok=True)
+    # Not under pytest's tmp_path: its parents are root-only (0700), the rabbitmq user must enter.
+    base = Path(tempfile.mkdtemp(prefix="pulse-rabbitmq-"))
+    with open(devstack_artifacts / "rabbitmq.log", "w") as log:
+        node = start_rabbitmq(base, log=log)
+        try:
+            yield node.url
+        finally:
+            node.stop()
+            # the node's own log, beside the others, for reading a CI failure afterwards
+            for item in (base / "log").glob(f"{node.nodename}.log"):
+                shutil.copy(item, devstack_artifacts / "rabbitmq-node.log")
+            shutil.rmtree(base, ignore_errors=True)

@@ -84,7 +84,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
         registry.write(body_id, "unstarted", fill={
             "name": body_sig.get("task"), "chord_of": headers["group"], "root_id": headers.get("root_id"),
             "call": _replayable_call(body_sig.get("args"), body_sig.get("kwargs"))}, client=pipe)
-        pipe.set(f"{registry.prefix}chord:{headers['group']}", body_id, ex=int(registry.retention))
+        pipe.set(registry.keys.chord_body(headers["group"]), body_id, ex=int(registry.retention))
     registry.execute(pipe)
 
 

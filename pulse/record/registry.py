@@ -16,6 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .keys import Keys
 from .scripts import script
 
 # Stored as plain strings, because the Lua script compares and indexes them.
@@ -45,7 +46,7 @@ def retry_once() -> Retry:
 
 
 class Registry:
-    """Reads and writes task records in Redis under ``prefix``."""
+    """Reads and writes task records in Redis under ``prefix``, named by ``keys``."""
 
     def __init__(
         self,
@@ -56,11 +57,20 @@ class Registry:
         history_size: int = 50,
     ) -> None:
         self._client = client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.retention = retention
         self.cap = cap
         self.history_size = history_size
         self._loaded = False  # write.lua known to be in Redis's script cache (see _pipelined)
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    @prefix.setter
+    def prefix(self, prefix: str) -> None:
+        # Tests give a registry a prefix of their own after it was built: the names follow.
+        self.keys = Keys(prefix)
 
     @cached_property
     def client(self) -> redis.Redis:
@@ -118,7 +128,8 @@ class Registry:
         return self.client.register_script(script("prune.lua"))
 
     def key(self, task_id: str) -> str:
-        return f"{self.prefix}t:{task_id}"
+        """The hash of a task's record (``keys.task``)."""
+        return self.keys.task(task_id)
 
     def write(
         self,
@@ -151,7 +162,7 @@ class Registry:
                            "1" if pipelined else "", self.history_size]
         for one in steps:
             args += one
-        keys = [self.key(task_id), f"{self.prefix}h:{task_id}"]
+        keys = [self.keys.task(task_id), self.keys.history(task_id)]
         if pipelined:
             self._pipelined(client, keys, args)
             return 0, None
@@ -181,10 +192,10 @@ class Registry:
                   points: Callable[[str], int | None] = lambda task_id: None) -> None:
         """Queue the reads of ``get_many`` on ``pipe`` (after writes, say); ``records`` parses them."""
         for task_id in task_ids:
-            pipe.hgetall(self.key(task_id))
+            pipe.hgetall(self.keys.task(task_id))
             limit = points(task_id)
-            pipe.lrange(f"{self.prefix}h:{task_id}", 0, -1 if limit is None else limit - 1)
-            pipe.smembers(f"{self.prefix}c:{task_id}")
+            pipe.lrange(self.keys.history(task_id), 0, -1 if limit is None else limit - 1)
+            pipe.smembers(self.keys.children(task_id))
 
     def records(self, task_ids: list[str], replies: list) -> list[dict[str, Any] | None]:
         """The records in the replies of ``read_into`` (its last ``3 * len(task_ids)`` replies)."""
@@ -208,7 +219,7 @@ class Registry:
         return int(self._prune(keys=[], args=args))
 
     def size(self) -> int:
-        return int(self.client.zcard(f"{self.prefix}i:all"))
+        return int(self.client.zcard(self.keys.all))
 
 
 def step(status: str | None = None, fields: dict[str, Any] | None = None, fill: dict[str, Any] | None = None,

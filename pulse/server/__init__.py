@@ -112,8 +112,8 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
         # A per-task token that expires or is revoked ends the live feed of sockets holding it.
         pulse_lapses=TokenLapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
                                  interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),
-        pulse_audit=(audit := AuditLog(registry.client, registry.prefix)),
-        pulse_login_throttle=LoginThrottle(registry.client, registry.prefix, config["LOGIN_ATTEMPTS"]),
+        pulse_audit=(audit := AuditLog(registry.client, registry.keys)),
+        pulse_login_throttle=LoginThrottle(registry.client, registry.keys, config["LOGIN_ATTEMPTS"]),
         pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use

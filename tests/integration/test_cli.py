@@ -27,7 +27,8 @@ def clean_env(port: int, **extra: str) -> dict[str, str]:
 
 def serve(cmd: list[str], env: dict[str, str], port: int, name: str, cwd: Path) -> subprocess.Popen:
     log = _log(name)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         devstack.wait_for_port(port, proc, what=name)
         health = f"http://127.0.0.1:{port}/healthz"

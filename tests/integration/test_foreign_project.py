@@ -5,6 +5,8 @@ to a temporary folder and installed from there with ``pip install "<copy>[server
 process runs from the copy's ``tests/foreign`` folder with the fresh virtualenv's executables and
 no PYTHONPATH, so nothing is imported from this working tree. The project (``orders``) has its
 own Celery app, its own task base class and its own settings, on a Redis database of its own.
+The end-to-end test runs twice: with Redis as the broker, then with the private RabbitMQ node
+(Redis stays the result backend and registry).
 """
 
 import os
@@ -23,6 +25,7 @@ import pytest
 import requests
 import socketio
 from celery import Celery
+from kombu import Connection
 
 from pulse import devstack
 
@@ -129,11 +132,30 @@ def test_pulse_is_imported_from_the_fresh_virtualenv(installed):
     assert not Path(out.stdout.strip()).is_relative_to(ROOT)
 
 
-def test_a_foreign_project_runs_with_pulse_installed_by_pip(installed, redis_url):
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request, redis_url) -> Iterator[str]:
+    """The project's broker: its Redis database, or the private RabbitMQ node (Redis stays the result
+    backend and registry). On RabbitMQ the project's queue is purged afterwards, so a task a failed
+    run left behind never reaches another module's worker on the same node."""
+    if request.param == "redis":
+        yield db_url(redis_url, ORDERS_DB)
+        return
+    url = request.getfixturevalue("rabbitmq_url")
+    try:
+        yield url
+    finally:
+        with Connection(url, connect_timeout=5) as conn:
+            try:
+                conn.default_channel.queue_purge("celery")
+            except Exception:  # noqa: S110 - no such queue: nothing to purge
+                pass
+
+
+def test_a_foreign_project_runs_with_pulse_installed_by_pip(installed, redis_url, broker_url):
     url = db_url(redis_url, ORDERS_DB)
     flush_db(url)
     port = devstack.free_port()
-    env = _clean_env(installed.venv, ORDERS_BROKER_URL=url, ORDERS_RESULT_BACKEND=url)
+    env = _clean_env(installed.venv, ORDERS_BROKER_URL=broker_url, ORDERS_RESULT_BACKEND=url)
     server_env = dict(env, PULSE_TOKEN=TOKEN, HOST="127.0.0.1", PORT=str(port), PULSE_LAUNCH_ALLOW="",
                       PULSE_LOST_AFTER=str(LOST_AFTER), PULSE_MAINTENANCE_INTERVAL="0.5",
                       PULSE_WORKER_CHECK_INTERVAL="1")

@@ -2,13 +2,16 @@
 registry, a real prefork worker and the real server (eventlet), all subprocesses stopped by PID.
 
 The tests run in file order: the server starts first and sees a task no worker consumes, then a
-worker starts, and the last test kills it.
+worker starts, a second server joins the first on the same broker and registry, and the last test
+kills the worker.
 """
 
 import os
 import signal
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from subprocess import Popen
 
@@ -21,6 +24,7 @@ from pulse.agent.failure import TaskFailure  # noqa: F401 - imported so Celery c
 from pulse.server.model.amqp_queues import amqp_depths
 
 from ..conftest import Stack, db_url, flush_db, own_server, own_worker, wait_until
+from .test_two_servers import STEPS, Listener, actions_reach_both, lived, no_repeats
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +58,14 @@ def amqp_worker(amqp_stack) -> Iterator[Popen]:
         wait_until(lambda: [w for w in workers(amqp_stack) if w["online"]], 20, 0.2,
                    "the server to hear the worker")
         yield proc
+
+
+@pytest.fixture(scope="module")
+def second_amqp_stack(amqp_stack) -> Iterator[Stack]:
+    """Another server on the same RabbitMQ node and Redis database as ``amqp_stack``."""
+    with own_server(amqp_stack.redis_url, "web-amqp-b", BROKER_URL=amqp_stack.env["BROKER_URL"],
+                    PULSE_ASYNC_MODE="eventlet") as (_proc, stack):
+        yield stack
 
 
 def workers(stack: Stack) -> list[dict]:
@@ -173,6 +185,69 @@ def test_a_structured_failure_shows_its_details(amqp_stack, amqp_worker):
     assert data["failure"]["details"]["step"] == 2
     assert data["failure"]["details"]["hint"] == "check the CSV export settings"
     assert data["worker"].startswith(f"{WORKER}@")
+
+
+def test_a_goal_launched_twice_gives_the_same_task(amqp_stack, amqp_worker):
+    goal = f"amqp-{uuid.uuid4().hex[:8]}"
+    body = {"name": "tasks.demo.count", "kwargs": {"total": 10, "delay": 0.1}, "goal": goal}
+    first = amqp_stack.api("POST", "/api/tasks", json=body)
+    assert first.status_code == 202, first.text
+    assert first.json()["started"] is True and first.json()["goal"] == goal
+    task_id = first.json()["id"]
+
+    same = amqp_stack.api("POST", "/api/tasks", json=body)
+    assert same.status_code == 200 and same.json()["started"] is False, same.text
+    assert same.json()["id"] == task_id and same.json()["status"] in ("scheduled", "running")
+    assert same.headers["Location"] == f"/api/tasks/{task_id}"
+
+    finished = amqp_stack.wait_for(task_id, "finished")
+    assert finished["goal"] == goal and finished["result"] == 10
+    done = amqp_stack.api("POST", "/api/tasks", json=body)
+    assert done.status_code == 200 and done.json()["id"] == task_id and done.json()["status"] == "finished"
+    current = amqp_stack.api("GET", f"/api/goals/{goal}").json()
+    assert current["goal"] == goal and current["task"]["id"] == task_id
+    launches = [e for e in amqp_stack.api("GET", "/api/audit").json()["entries"]
+                if e["action"] == "launch" and e["task"] == task_id]
+    assert len(launches) == 1, launches  # one task, launched once
+
+
+def test_two_servers_on_one_broker_both_push_a_tasks_progress_live(amqp_stack, second_amqp_stack,
+                                                                    amqp_worker):
+    listeners = [Listener(amqp_stack), Listener(second_amqp_stack)]
+    try:
+        task_id = amqp_stack.launch("tasks.demo.count", total=STEPS, delay=0.15)
+        for listener in listeners:
+            assert listener.watch(task_id)["id"] == task_id
+        for listener in listeners:
+            lived(listener, task_id)
+        time.sleep(1.0)  # anything pushed twice would have arrived by now
+        for listener in listeners:
+            no_repeats(listener.of(task_id))
+            summaries = listener.of(task_id, "tasks")
+            assert summaries and summaries[-1]["status"] == "finished"
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def test_an_action_on_one_server_reaches_the_clients_of_the_other_over_rabbitmq(
+        amqp_stack, second_amqp_stack, amqp_worker):
+    """No worker event follows a skip, nor a revoke of a task nobody consumes: the other server
+    hears of them only through the ``pulse-changed`` notice on Celery's event exchange."""
+    first, second = amqp_stack, second_amqp_stack
+    failing = first.launch("tasks.demo.fail_with_details", step=1, delay=0.01)
+    first.wait_for(failing, "failed")
+    nobody = f"pulse-nobody-{uuid.uuid4().hex[:8]}"
+    waiting = first.celery.send_task("tasks.demo.count", kwargs={"total": 1}, queue=nobody).id
+    try:
+        first.wait_for(waiting, "scheduled")
+        actions_reach_both(first, second, failing, waiting)
+    finally:
+        with Connection(first.env["BROKER_URL"], connect_timeout=5) as conn:
+            conn.default_channel.queue_delete(nobody)  # the revoked message with it
+    entries = second.api("GET", "/api/audit").json()["entries"]
+    assert Counter((e["action"], e["task"]) for e in entries if e["task"] in (failing, waiting)) == {
+        ("launch", failing): 1, ("skip", failing): 1, ("revoke", waiting): 1}
 
 
 def test_the_tasks_of_a_killed_worker_become_lost(amqp_stack, amqp_worker):

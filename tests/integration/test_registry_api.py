@@ -370,13 +370,24 @@ def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
 
 def test_metrics_count_what_happened(stack):
     assert stack.api("GET", "/metrics", token=None).status_code == 401
-    ids = [stack.launch("tasks.demo.count", total=3, delay=0.01) for _ in range(3)]
-    for task_id in ids:
-        stack.wait_for(task_id, "finished")
-    counts = stack.api("GET", "/api/tasks/counts").json()
     client = stack.socket()
     try:
-        samples = scrape(stack)
+        ids = [stack.launch("tasks.demo.count", total=3, delay=0.2)]
+        client.call("subscribe", {"task": ids[0]}, timeout=10)  # its room gets `task` pushes
+        ids += [stack.launch("tasks.demo.count", total=3, delay=0.01) for _ in range(2)]
+        for task_id in ids:
+            stack.wait_for(task_id, "finished")
+        counts = stack.api("GET", "/api/tasks/counts").json()
+        succeeded = ("pulse_events_received_total", (("type", "task-succeeded"),))
+        online = ("pulse_workers_online", ())
+
+        def counted():
+            # A finished record is written at the source, by the worker: its task-succeeded
+            # event, and a heartbeat to a server started moments ago, may reach the monitor later.
+            samples = scrape(stack)
+            return samples if samples.get(succeeded, 0) >= len(ids) and samples.get(online, 0) >= 1 else None
+
+        samples = wait_until(counted, 15, 0.2, "the monitor to count the finished tasks and the worker")
     finally:
         client.disconnect()
 

@@ -130,26 +130,7 @@ def test_an_action_on_one_server_reaches_the_clients_of_the_other_once(pair):
     # Sent to a queue nobody consumes: no worker event will ever follow the revoke request.
     waiting = first.celery.send_task("tasks.demo.count", kwargs={"total": 1}, queue="pulse-nobody").id
     first.wait_for(waiting, "scheduled")
-    listeners = [Listener(first, dashboard=False), Listener(second, dashboard=False)]
-    try:
-        for listener in listeners:
-            assert listener.watch(failing)["status"] == "failed"
-            assert listener.watch(waiting)["revoke_requested_at"] is None
-
-        assert first.api("POST", f"/api/tasks/{failing}/skip").status_code == 200
-        assert second.api("POST", f"/api/tasks/{waiting}/revoke").status_code == 200
-        for listener in listeners:
-            wait_until(lambda listener=listener: listener.of(failing) and listener.of(waiting), 10, 0.05,
-                       "both changes on both servers' clients")
-        time.sleep(1.0)  # a second copy (the origin hearing its own notice) would have come by now
-        for listener in listeners:
-            assert [t["status"] for t in listener.of(failing)] == ["skipped"]
-            pushed = listener.of(waiting)
-            assert len(pushed) == 1 and pushed[0]["revoke_requested_at"] is not None
-            assert pushed[0]["status"] == "scheduled"
-    finally:
-        for listener in listeners:
-            listener.close()
+    actions_reach_both(first, second, failing, waiting)
     entries = second.api("GET", "/api/audit").json()["entries"]
     assert Counter((e["action"], e["task"]) for e in entries if e["task"] in (failing, waiting)) == {
         ("launch", failing): 1, ("skip", failing): 1, ("revoke", waiting): 1}
@@ -212,3 +193,27 @@ def throughput_counted_once(url: str) -> None:
     assert counted["finished"] == statuses["finished"] > 0
     # A skipped or replayed task failed first, and was counted then.
     assert counted["failed"] == statuses["failed"] + statuses["skipped"] + statuses["replayed"]
+
+
+def actions_reach_both(first, second, failing: str, waiting: str) -> None:
+    """A skip on ``first`` and a revoke on ``second`` reach both servers' clients, once each."""
+    listeners = [Listener(first, dashboard=False), Listener(second, dashboard=False)]
+    try:
+        for listener in listeners:
+            assert listener.watch(failing)["status"] == "failed"
+            assert listener.watch(waiting)["revoke_requested_at"] is None
+
+        assert first.api("POST", f"/api/tasks/{failing}/skip").status_code == 200
+        assert second.api("POST", f"/api/tasks/{waiting}/revoke").status_code == 200
+        for listener in listeners:
+            wait_until(lambda listener=listener: listener.of(failing) and listener.of(waiting), 10, 0.05,
+                       "both changes on both servers' clients")
+        time.sleep(1.0)  # a second copy (the origin hearing its own notice) would have come by now
+        for listener in listeners:
+            assert [t["status"] for t in listener.of(failing)] == ["skipped"]
+            pushed = listener.of(waiting)
+            assert len(pushed) == 1 and pushed[0]["revoke_requested_at"] is not None
+            assert pushed[0]["status"] == "scheduled"
+    finally:
+        for listener in listeners:
+            listener.close()

@@ -29,7 +29,7 @@ def check(token: str) -> Grant:
 
 def revocation_key(registry: Registry, scope: str) -> str:
     """The key holding the time before which every token of a task or group is revoked."""
-    return f"{registry.prefix}tokrev:{scope}"
+    return registry.keys.token_revocation(scope)
 
 
 def revoked(grant: Grant, cutoff: bytes | str | None) -> bool:

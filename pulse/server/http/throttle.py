@@ -8,17 +8,19 @@ import time
 
 import redis
 
+from pulse.record.keys import Keys
+
 
 class LoginThrottle:
     """Fixed one-minute windows of failed attempts per client address."""
 
-    def __init__(self, client: redis.Redis, prefix: str, limit: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, limit: int) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = keys
         self.limit = limit
 
     def _key(self, address: str, now: float) -> str:
-        return f"{self.prefix}login-failures:{address}:{int(now // 60)}"
+        return self.keys.login_failures(address, int(now // 60))
 
     def retry_after(self, address: str, now: float | None = None) -> int | None:
         """Seconds until ``address`` may try again, or None when it may try now."""

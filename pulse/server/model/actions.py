@@ -66,7 +66,7 @@ class Actions:
             task_id = self._send(name, args, kwargs)
             self.audit.append(who, "launch", task_id, name=name)
             return True, self.store.describe(task_id)
-        lock = self.registry.client.lock(f"{self.registry.prefix}goal-lock:{goal}", timeout=10,
+        lock = self.registry.client.lock(self.registry.keys.goal_lock(goal), timeout=10,
                                          blocking_timeout=10)
         if not lock.acquire():
             raise ActionError(409, f"goal {goal!r} is being launched by another request; retry")
@@ -76,7 +76,7 @@ class Actions:
                 return False, current
             task_id = self._send(name, args, kwargs)
             self.registry.write(task_id, fill={"goal": goal})
-            self.registry.client.set(f"{self.registry.prefix}goal:{goal}", task_id)
+            self.registry.client.set(self.registry.keys.goal(goal), task_id)
             self.audit.append(who, "launch", task_id, name=name, goal=goal, force=force,
                               previous=current["id"] if current else None)
             return True, self.store.describe(task_id)
@@ -85,7 +85,7 @@ class Actions:
 
     def _follow_goal(self, goal: str, old_id: str, new_id: str) -> None:
         """A replay takes over its goal, so launching the goal again finds the rerun."""
-        key = f"{self.registry.prefix}goal:{goal}"
+        key = self.registry.keys.goal(goal)
         self.registry.write(new_id, fill={"goal": goal})
         with self.registry.client.pipeline() as pipe:  # only if the goal still names the old task
             try:
@@ -99,7 +99,7 @@ class Actions:
 
     def goal(self, goal: str) -> dict[str, Any] | None:
         """The goal's current task, or None if the goal was never launched."""
-        task_id = self.registry.client.get(f"{self.registry.prefix}goal:{goal}")
+        task_id = self.registry.client.get(self.registry.keys.goal(goal))
         if task_id is None:
             return None
         return self.store.describe(as_text(task_id))

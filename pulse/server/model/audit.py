@@ -6,15 +6,17 @@ from typing import Any
 
 import redis
 
+from pulse.record.keys import Keys
+
 KEEP = 10_000
 
 
 class AuditLog:
     """Appends actions to a capped Redis list and reads them back newest first."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "pulse:") -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
-        self.key = f"{prefix}audit"
+        self.key = keys.audit
 
     def append(self, who: str, action: str, task_id: str | None = None, **detail: Any) -> dict[str, Any]:
         entry = {"at": time.time(), "who": who, "action": action, "task": task_id, "detail": detail}

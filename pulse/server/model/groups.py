@@ -17,10 +17,10 @@ KINDS = ("group", "chord", "chain")
 
 def member_ids(registry: Registry, unit_id: str) -> tuple[str, list[str], str | None]:
     """(kind, member ids in order, chord body id) for a group id or a chain's first step."""
-    client, prefix = registry.client, registry.prefix
-    members = [as_text(m) for m in client.zrange(f"{prefix}i:group:{unit_id}", 0, -1)]
+    client, keys = registry.client, registry.keys
+    members = [as_text(m) for m in client.zrange(keys.index("group", unit_id), 0, -1)]
     if members:
-        body = client.get(f"{prefix}chord:{unit_id}")
+        body = client.get(keys.chord_body(unit_id))
         if body is not None:  # Celery runs a chord's body with the header's group id too
             members = [m for m in members if m != as_text(body)]
         indexes = [record.get("group_index") if record else None for record in registry.get_many(members)]
@@ -73,7 +73,7 @@ def describe_unit(store: TaskStore, unit_id: str, view=lambda data: data) -> dic
     body = store.get_json(body_id) if body_id else None
     progress = aggregate(members + ([body] if body else []))
     status = unit_status(members + ([body] if body else []))
-    key = f"{store.registry.prefix}unitmax:{unit_id}"
+    key = store.registry.keys.unit_max(unit_id)
     if status in ACTIVE:
         # Keep the high-water mark: a member recorded late must not pull the bar backwards.
         best = float(store.registry.client.get(key) or 0.0)

@@ -64,18 +64,17 @@ class Listing:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.client = registry.client
-        self.prefix = registry.prefix
         self._script = self.client.register_script(script("list.lua"))
 
     def index(self, field: str, value: str) -> str:
-        return f"{self.prefix}i:{field}:{value}"
+        return self.registry.keys.index(field, value)
 
     def counts(self) -> dict[str, int]:
         """How many records per status, and in all."""
         pipe = self.client.pipeline(transaction=False)
         for status in STATUSES:
             pipe.zcard(self.index("status", status))
-        pipe.zcard(f"{self.prefix}i:all")
+        pipe.zcard(self.registry.keys.all)
         *per_status, total = pipe.execute()
         return {"total": total, "by_status": dict(zip(STATUSES, per_status, strict=True))}
 
@@ -94,7 +93,7 @@ class Listing:
         maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
         mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
         # One round trip: the script sizes the groups, picks the driver and walks it.
-        keys = [f"{self.prefix}i:all", f"{self.prefix}tmp:{uuid.uuid4().hex}",
+        keys = [self.registry.keys.all, self.registry.keys.temporary(uuid.uuid4().hex),
                 *(key for group in groups for key in group), *names]
         rows, resume_score, resume_id = self._script(keys=keys, args=[
             maxs, mins, cscore, cid, limit, SCAN_CAP, order, q, len(groups), *map(len, groups), len(names)])
@@ -124,5 +123,5 @@ class Listing:
         page walks, not a pass over every id (a sparse match answers with a resume cursor).
         """
         needle = q.lower()
-        names = (as_text(n) for n in self.client.smembers(f"{self.prefix}names"))
+        names = (as_text(n) for n in self.client.smembers(self.registry.keys.names))
         return [self.index("name", name) for name in names if needle in name.lower()]

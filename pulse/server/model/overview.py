@@ -27,7 +27,7 @@ def throughput(registry: Registry, now: float, minutes: int = MINUTES) -> list[d
     last = math.floor(now / 60)
     pipe = registry.client.pipeline(transaction=False)
     for minute in range(last - minutes + 1, last + 1):
-        pipe.hmget(f"{registry.prefix}tp:{minute}", "finished", "failed")
+        pipe.hmget(registry.keys.throughput(minute), "finished", "failed")
     rows = []
     for offset, (finished, failed) in enumerate(pipe.execute()):
         rows.append({"minute": (last - minutes + 1 + offset) * 60,
@@ -36,7 +36,7 @@ def throughput(registry: Registry, now: float, minutes: int = MINUTES) -> list[d
 
 
 def queue_names(registry: Registry, default: str, consumers: dict[str, list[str]] | None) -> list[str]:
-    known = {as_text(q) for q in registry.client.smembers(f"{registry.prefix}queues")}
+    known = {as_text(q) for q in registry.client.smembers(registry.keys.queues)}
     return sorted(known | {default} | set(consumers or {}))
 
 

@@ -71,7 +71,7 @@ class TaskStore:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The most recently active tasks (by their last change), most recent first."""
-        newest = self.registry.client.zrevrange(f"{self.registry.prefix}i:updated", 0, limit - 1)
+        newest = self.registry.client.zrevrange(self.registry.keys.updated, 0, limit - 1)
         ids = [as_text(i) for i in newest]
         return [task for task in self.many_json(ids) if task["status"] != "unknown"]
 

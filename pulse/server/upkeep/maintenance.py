@@ -64,8 +64,8 @@ class Maintenance(Periodic):
         self._next_prune = 0.0
         self._sweep_offset = 0
 
-    def _ids(self, index: str, limit: int = 10_000) -> list[str]:
-        return self._ids_at(index, 0, limit)
+    def _ids(self, key: str, limit: int = 10_000) -> list[str]:
+        return self._ids_at(key, 0, limit)
 
     def worker_gone(self, hostname: str | None, now: float) -> bool:
         """No heartbeat from ``hostname`` for ``lost_after`` seconds, or it said it went offline."""
@@ -99,11 +99,11 @@ class Maintenance(Periodic):
         since = self.monitor.connected_since
         if since is not None and since != self._reconciled_for:
             self._reconciled_for = since
-            active = [i for s in QUEUED_OR_RUNNING for i in self._ids(f"status:{s}")]
+            active = [i for s in QUEUED_OR_RUNNING for i in self._ids(self.registry.keys.index("status", s))]
             changed += self.store.reconcile(active)
         if now >= self._next_sweep:
             self._next_sweep = now + self.sweep_every
-            ended = self._ids_at("ended", self._sweep_offset, self.sweep_batch)
+            ended = self._ids_at(self.registry.keys.ended, self._sweep_offset, self.sweep_batch)
             self._sweep_offset = 0 if len(ended) < self.sweep_batch else self._sweep_offset + len(ended)
             changed += self.store.expire_gone(ended)
         if now >= self._next_prune:
@@ -127,7 +127,7 @@ class Maintenance(Periodic):
 
     def running_on(self) -> dict[str, str | None]:
         """Every running task's worker, as recorded (None if none is): task id -> hostname."""
-        ids = self._ids("status:running")
+        ids = self._ids(self.registry.keys.index("status", RUNNING))
         pipe = self.registry.client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hget(self.registry.key(task_id), "worker")
@@ -156,8 +156,7 @@ class Maintenance(Periodic):
             self._unseen.pop(task_id, None)
         return changed
 
-    def _ids_at(self, index: str, offset: int, count: int) -> list[str]:
-        key = f"{self.registry.prefix}i:{index}"
+    def _ids_at(self, key: str, offset: int, count: int) -> list[str]:
         return [as_text(i) for i in self.registry.client.zrange(key, offset, offset + count - 1)]
 
     def step(self) -> None:

@@ -1,0 +1,113 @@
+"""Every Redis key name Pulse uses, under one prefix (``pulse:`` unless configured).
+
+Families, as ``<prefix><name>``:
+
+- ``t:<id>`` a task's record (a hash), ``h:<id>`` its progress history (a list), ``c:<id>`` its
+  children (a set);
+- ``i:<field>:<value>`` the tasks with that status, state, name, worker or queue (a sorted set),
+  ``i:group:<id>`` a group's members, ``i:all`` every task by first record, ``i:updated`` by last
+  change, ``i:ended`` the ended ones by end time;
+- ``names``, ``queues``, ``workers`` the task names, queues and workers ever recorded (sets);
+- ``tp:<minute>`` finished and failed tasks in that minute (a hash);
+- ``chord:<group id>`` a chord's body, ``unitmax:<id>`` a unit's highest progress shown;
+- ``goal:<goal>`` a goal's current task, ``goal-lock:<goal>`` the lock taken to launch it;
+- ``tokrev:<scope>`` the token revocation cut-off of a task or group;
+- ``login-failures:<address>:<minute>`` failed logins of a client in that minute;
+- ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
+
+The Lua scripts build some of these from the prefix themselves, with the same spelling:
+``lua/write.lua`` (``c:``, ``i:<field>:<value>``, ``i:group:``, ``i:all``, ``i:updated``, ``i:ended``,
+``names``, ``queues``, ``workers``, ``tp:``) and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``,
+``i:<field>:<value>``, ``i:all``, ``i:ended``, ``i:updated``). Change a name there too, or old
+data is orphaned.
+"""
+
+
+class Keys:
+    """The key names under one ``prefix``."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = "pulse:") -> None:
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"Keys({self.prefix!r})"
+
+    def task(self, task_id: str) -> str:
+        """The hash holding a task's record."""
+        return f"{self.prefix}t:{task_id}"
+
+    def history(self, task_id: str) -> str:
+        """The list of a task's progress points, newest first."""
+        return f"{self.prefix}h:{task_id}"
+
+    def children(self, task_id: str) -> str:
+        """The set of the ids of a task's children."""
+        return f"{self.prefix}c:{task_id}"
+
+    def index(self, field: str, value: str) -> str:
+        """The sorted set of the tasks whose ``field`` is ``value`` (``group`` for a group's members)."""
+        return f"{self.prefix}i:{field}:{value}"
+
+    @property
+    def all(self) -> str:
+        """The sorted set of every task, by the time it was first recorded."""
+        return f"{self.prefix}i:all"
+
+    @property
+    def updated(self) -> str:
+        """The sorted set of every task, by the time of its last change."""
+        return f"{self.prefix}i:updated"
+
+    @property
+    def ended(self) -> str:
+        """The sorted set of the ended tasks, by the time they ended."""
+        return f"{self.prefix}i:ended"
+
+    @property
+    def names(self) -> str:
+        """The set of the task names ever recorded."""
+        return f"{self.prefix}names"
+
+    @property
+    def queues(self) -> str:
+        """The set of the queues ever recorded."""
+        return f"{self.prefix}queues"
+
+    def chord_body(self, group_id: str) -> str:
+        """The id of the body of the chord whose header is group ``group_id``."""
+        return f"{self.prefix}chord:{group_id}"
+
+    def unit_max(self, unit_id: str) -> str:
+        """The highest percent shown for a group, chord or chain (its high-water mark)."""
+        return f"{self.prefix}unitmax:{unit_id}"
+
+    def goal(self, goal: str) -> str:
+        """The id of a goal's current task."""
+        return f"{self.prefix}goal:{goal}"
+
+    def goal_lock(self, goal: str) -> str:
+        """The lock held while a goal's task is launched."""
+        return f"{self.prefix}goal-lock:{goal}"
+
+    def token_revocation(self, scope: str) -> str:
+        """The time before which every token of a task or group (``scope``) is revoked."""
+        return f"{self.prefix}tokrev:{scope}"
+
+    def login_failures(self, address: str, minute: int) -> str:
+        """The count of failed logins from ``address`` in ``minute`` (Unix time // 60)."""
+        return f"{self.prefix}login-failures:{address}:{minute}"
+
+    def throughput(self, minute: int) -> str:
+        """The hash of finished and failed counts in ``minute`` (Unix time // 60)."""
+        return f"{self.prefix}tp:{minute}"
+
+    @property
+    def audit(self) -> str:
+        """The list of operator actions, newest first."""
+        return f"{self.prefix}audit"
+
+    def temporary(self, name: str) -> str:
+        """A scratch key a script uses and deletes; ``name`` must be unique to the call."""
+        return f"{self.prefix}tmp:{name}"
