@@ -2,8 +2,9 @@
 
 Worker events keep a ``celery.events.state.State`` (heartbeats, load, online/offline); task
 events go into the registry through the ``TaskStore``, whose answer is handed to a listener
-(the live push). Events come in batches (``pulse.events``): the registry is written for a whole
-batch in one round trip, and a task that changed several times in it is pushed once. It runs as
+(the live push). Events come in batches (``stream`` on Redis, ``receiver`` on other brokers):
+the registry is written for a whole batch in one round trip, and a task that changed several
+times in it is pushed once. It runs as
 a background task of the web server, reconnects with backoff when the broker goes away, and
 reconnects when the stream falls silent.
 """
@@ -18,6 +19,7 @@ from celery import Celery
 from celery.events.state import State
 
 from pulse.agent.wire import UnsupportedBroker
+from pulse.server.ingest.receiver import ReceiverStream
 from pulse.server.ingest.stream import UNDECODABLE, EventStream, StreamSilent
 from pulse.server.model.store import TaskStore
 from pulse.server.model.taskjson import valid_id
@@ -90,8 +92,7 @@ class Monitor:
         self.last_event_at: float | None = None
         self.events_seen = 0
         self.newest_event_at: float | None = None
-        self._receiver = None
-        self._stream: EventStream | None = None
+        self._stream: EventStream | ReceiverStream | None = None
         self._stopping = False
 
     def handle(self, event: dict[str, Any]) -> None:
@@ -179,14 +180,8 @@ class Monitor:
     def _capture(self, conn) -> None:
         try:
             stream = EventStream(self.celery, conn.default_channel, self.idle_timeout, self.max_batch)
-        except UnsupportedBroker:  # not Redis: kombu's own receiver, one event at a time
-            self._set_connected(True)
-            self._receiver = self.celery.events.Receiver(conn, handlers={"*": self.handle})
-            try:
-                self._receiver.capture(limit=None, timeout=self.idle_timeout, wakeup=True)
-            finally:
-                self._receiver = None
-            return
+        except UnsupportedBroker:  # not Redis: Celery's own receiver, its events taken in batches
+            stream = ReceiverStream(self.celery, conn, self.idle_timeout, self.max_batch)
         writing, self._stream = None, stream
         self._set_connected(True)  # subscribed: from now on no event is missed
         paused = time.monotonic()
@@ -230,7 +225,5 @@ class Monitor:
     def stop(self) -> None:
         """Ask ``run`` to return after the current wait."""
         self._stopping = True
-        if self._receiver is not None:
-            self._receiver.should_stop = True
         if self._stream is not None:
             self._stream.stop()
