@@ -224,6 +224,13 @@ def test_a_foreign_project_runs_with_pulse_installed_by_pip(installed, redis_url
                     assert result.state == "FAILURE"
                     assert isinstance(result.info, ValueError) and str(result.info) == "card declined"
 
+                    # Every kind of task (base=, task_cls=, Celery's Task) has bounded failure
+                    # events in the worker, and the project's own request class is kept.
+                    mro = status_is(send("request_classes"), "finished")["result"]
+                    assert all("BoundedEvents" in classes for classes in mro.values()), mro
+                    assert "AuditedRequest" in mro["orders.tasks.rebuild_index"], mro
+                    assert "AuditedRequest" not in mro["orders.tasks.process_order"], mro
+
                     long = send("rebuild_index", seconds=120)
                     client.call("subscribe", {"task": long}, timeout=10)
                     assert status_is(long, "running")["worker"].startswith("ordersworker@")

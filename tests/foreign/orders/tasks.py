@@ -1,4 +1,5 @@
-"""The orders project's tasks: some on a base class of its own, some plain."""
+"""The orders project's tasks: on a base class of its own (``base=``), on the app's ``task_cls``,
+and on Celery's own ``Task``."""
 
 import logging
 import time
@@ -33,7 +34,16 @@ def charge_card(self) -> None:
     fail(self, "card declined", exc_type=ValueError, gateway="test-gw", attempt=2)
 
 
-@app.task(bind=True)
+@app.task(bind=True)  # the app's task_cls (orders.base:AuditedTask)
 def rebuild_index(self, seconds: float = 120.0) -> None:
     report_progress(self, 1, 100, "rebuilding")
     time.sleep(seconds)
+
+
+@app.task(base=celery.Task)
+def request_classes() -> dict[str, list[str]]:
+    """The worker's request class of each kind of task here, as class names along its MRO."""
+    from celery.utils.imports import symbol_by_name
+
+    names = ("orders.tasks.process_order", "orders.tasks.rebuild_index", "orders.tasks.request_classes")
+    return {name: [cls.__name__ for cls in symbol_by_name(app.tasks[name].Request).__mro__] for name in names}
