@@ -16,10 +16,10 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from pulse.record.failures import DETAILS_LIMIT, FAILURE_KEYS, TYPE_LIMIT, failure_json
+from pulse.record.safejson import bounded_json, bounded_text
 
 from . import lifecycle
 from .progress import MESSAGE_LIMIT
-from .safejson import bounded_json, bounded_text
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from celery import Celery, signals, states
 from celery.utils.imports import symbol_by_name
 
 from pulse.record.failures import failure_json
-
-from .safejson import bounded_json
+from pulse.record.safejson import bounded_json
 
 log = logging.getLogger(__name__)
 

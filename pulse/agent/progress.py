@@ -13,7 +13,7 @@ from celery import Task
 
 from pulse.agent import lifecycle
 from pulse.agent.progress_writer import progress_writer
-from pulse.agent.safejson import bounded_text
+from pulse.record.safejson import bounded_text
 from pulse.record.statuses import PROGRESS  # noqa: F401 - the state task authors may compare with
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Celery's ``task-failed`` and ``task-retried`` events carry the exception's repr 
 traceback, unbounded, and the traceback repeats the exception's text: a task raising a 20 MB
 message published a 40 MB event, over Redis's default pub/sub buffer (32 MB), and Redis dropped
 every subscriber's connection, the monitors' included. Pulse keeps at most ``MAX_CHARS`` of each
-anyway (``pulse.agent.safejson``), so the worker sends no more than that. When the worker starts,
+anyway (``pulse.record.safejson``), so the worker sends no more than that. When the worker starts,
 every task's ``Request`` class (Celery's, or the user's own) is swapped for a subclass that bounds
 those two fields, so it works with Celery's base class, ``base=`` and ``task_cls=`` alike.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from celery.utils.imports import symbol_by_name
 
-from .safejson import bounded_text
+from pulse.record.safejson import bounded_text
 
 BOUNDED_EVENTS = ("task-failed", "task-retried")
 BOUNDED_FIELDS = ("exception", "traceback")

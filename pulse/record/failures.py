@@ -7,7 +7,7 @@ Celery's ``task-failed`` event all become the same bounded shape.
 from collections.abc import Iterable
 from typing import Any
 
-from pulse.agent.safejson import MAX_KEY, bounded_json, bounded_text
+from pulse.record.safejson import MAX_KEY, bounded_json, bounded_text
 
 TYPE_LIMIT = 200
 MESSAGE_PARTS = 20  # of an exception's args, joined into its message

@@ -19,7 +19,7 @@ import pytest
 from celery.utils.saferepr import saferepr
 from playwright.sync_api import Page, expect
 
-from pulse.agent.safejson import MAX_KEY
+from pulse.record.safejson import MAX_KEY
 from tests.conftest import Stack, db_url, producer_app, wait_until
 from tests.hostile_tasks import (
     EXPOSED_KEY,

@@ -7,7 +7,7 @@ from celery.worker.request import Request
 
 import pulse
 from pulse.agent.request import BoundedEvents, bound_failure_events, bounded
-from pulse.agent.safejson import MAX_CHARS
+from pulse.record.safejson import MAX_CHARS
 from tasks.celery import make_celery
 
 

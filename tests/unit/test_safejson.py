@@ -3,7 +3,7 @@
 import json
 import math
 
-from pulse.agent.safejson import MAX_DEPTH, bounded_json
+from pulse.record.safejson import MAX_DEPTH, bounded_json
 
 
 def test_plain_json_is_unchanged():

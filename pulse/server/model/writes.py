@@ -7,8 +7,8 @@ from celery import states
 
 from pulse.agent.lifecycle import REPR_LIMIT
 from pulse.agent.progress import progress_meta
-from pulse.agent.safejson import bounded_json, bounded_text
 from pulse.record.failures import failure_of_event, failure_of_meta
+from pulse.record.safejson import bounded_json, bounded_text
 from pulse.record.statuses import PROGRESS, status_of
 
 
