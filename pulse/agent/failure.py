@@ -17,6 +17,7 @@ from celery.exceptions import Ignore
 
 from pulse.record.failures import DETAILS_LIMIT, FAILURE_KEYS, TYPE_LIMIT, failure_json
 from pulse.record.safejson import bounded_json, bounded_text
+from pulse.record.statuses import FAILED
 
 from . import lifecycle
 from .progress import MESSAGE_LIMIT
@@ -69,7 +70,7 @@ def fail(
         raise TaskFailure(meta["exc_message"][0]) from exc
     details = {k: v for k, v in meta.items() if k not in FAILURE_KEYS}
     try:
-        lifecycle.record(task, "failed", {
+        lifecycle.record(task, FAILED, {
             "state": states.FAILURE, "finished_at": time.time(), "has_result": True,
             "failure": failure_json(meta["exc_type"], meta["exc_message"][0], tb, details, expose),
         })

@@ -16,6 +16,16 @@ from celery.utils.imports import symbol_by_name
 
 from pulse.record.failures import failure_json
 from pulse.record.safejson import bounded_json
+from pulse.record.statuses import (
+    ABANDONED,
+    FAILED,
+    FINISHED,
+    RETRYING,
+    REVOKED,
+    RUNNING,
+    SCHEDULED,
+    UNSTARTED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +77,11 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
     fields["chain"] = [step for step in step_ids if step] or None
     pipe = registry.pipeline()
     # A republished retry must not move the record back from running to scheduled.
-    registry.write(headers["id"], "retrying" if retries else "scheduled", fields=fields,
+    registry.write(headers["id"], RETRYING if retries else SCHEDULED, fields=fields,
                    fill={"sent_at": now}, parent=headers.get("parent_id"), client=pipe)
     for sig, step_id in zip(steps, step_ids, strict=True):
         if step_id:
-            registry.write(step_id, "unstarted", fill={
+            registry.write(step_id, UNSTARTED, fill={
                 "name": sig.get("task"), "args": repr(tuple(sig.get("args") or ()))[:REPR_LIMIT],
                 "kwargs": repr(sig.get("kwargs") or {})[:REPR_LIMIT], "root_id": headers.get("root_id"),
                 "chain_of": headers["id"], "call": _replayable_call(sig.get("args"), sig.get("kwargs")),
@@ -80,7 +90,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
     body_id = body_sig.get("options", {}).get("task_id") if isinstance(body_sig, dict) else None
     if body_id and headers.get("group"):
         # A chord's header members carry its body: record it as waiting for the header.
-        registry.write(body_id, "unstarted", fill={
+        registry.write(body_id, UNSTARTED, fill={
             "name": body_sig.get("task"), "chord_of": headers["group"], "root_id": headers.get("root_id"),
             "call": _replayable_call(body_sig.get("args"), body_sig.get("kwargs"))}, client=pipe)
         pipe.set(registry.keys.chord_body(headers["group"]), body_id, ex=int(registry.retention))
@@ -150,39 +160,39 @@ def abandon_chain(task, request) -> None:
         step_id = sig.get("options", {}).get("task_id") if isinstance(sig, dict) else None
         if step_id:
             try:
-                registry.write(step_id, "abandoned", fields={"finished_at": time.time()},
-                               expect=["unstarted", "none"])
+                registry.write(step_id, ABANDONED, fields={"finished_at": time.time()},
+                               expect=[UNSTARTED, "none"])
             except Exception as exc:
                 log.warning("pulse: chain step %s not marked abandoned: %r", step_id, exc)
 
 
 def _on_prerun(sender=None, task_id=None, task=None, **_: Any) -> None:
     request = task.request
-    _write(task, task_id, "running", state=states.STARTED, started_at=time.time(),
+    _write(task, task_id, RUNNING, state=states.STARTED, started_at=time.time(),
            worker=request.hostname, retries=request.retries or 0)
 
 
 def _on_success(sender=None, result=None, **_: Any) -> None:
-    _write(sender, sender.request.id, "finished", state=states.SUCCESS, result=bounded_json(result),
+    _write(sender, sender.request.id, FINISHED, state=states.SUCCESS, result=bounded_json(result),
            finished_at=time.time(), has_result=not sender.ignore_result)
 
 
 def _on_failure(sender=None, task_id=None, exception=None, einfo=None, **_: Any) -> None:
     failure = failure_json(type(exception).__name__, str(exception)[:REPR_LIMIT],
                            getattr(einfo, "traceback", None))
-    _write(sender, task_id, "failed", state=states.FAILURE, failure=failure, finished_at=time.time(),
+    _write(sender, task_id, FAILED, state=states.FAILURE, failure=failure, finished_at=time.time(),
            has_result=True)
     if sender.request.id == task_id:  # in the pool child, where the request is known
         abandon_chain(sender, sender.request)
 
 
 def _on_retry(sender=None, request=None, reason=None, **_: Any) -> None:
-    _write(sender, request.id, "retrying", state=states.RETRY, last_error=str(reason)[:REPR_LIMIT])
+    _write(sender, request.id, RETRYING, state=states.RETRY, last_error=str(reason)[:REPR_LIMIT])
 
 
 def _on_revoked(sender=None, request=None, terminated=False, signum=None, expired=False, **_: Any) -> None:
     reason = "expired" if expired else ("terminated" if terminated else "revoked")
-    _write(sender, request.id, "revoked", state=states.REVOKED, finished_at=time.time(),
+    _write(sender, request.id, REVOKED, state=states.REVOKED, finished_at=time.time(),
            revoke_reason=reason, has_result=True)
     abandon_chain(sender, request)
 

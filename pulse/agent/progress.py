@@ -14,7 +14,7 @@ from celery import Task
 from pulse.agent import lifecycle
 from pulse.agent.progress_writer import progress_writer
 from pulse.record.safejson import bounded_text
-from pulse.record.statuses import PROGRESS  # noqa: F401 - the state task authors may compare with
+from pulse.record.statuses import PROGRESS, RUNNING  # noqa: F401 - the state task authors may compare with
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _send(task: Task, meta: dict[str, Any], point: tuple[float, float]) -> None:
         writer.write(task, PROGRESS, meta, point)
         return
     # The live event goes last, so whoever reacts to it reads the stored state.
-    lifecycle.record(task, "running", {"state": PROGRESS, "progress": meta}, point=point)
+    lifecycle.record(task, RUNNING, {"state": PROGRESS, "progress": meta}, point=point)
     task.update_state(state=PROGRESS, meta=meta)
     task.send_event("task-progress", retry=False, **meta)
 

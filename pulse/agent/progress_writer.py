@@ -18,6 +18,7 @@ from celery import Celery, Task
 from celery.backends.redis import RedisBackend
 
 from pulse.record.scripts import script
+from pulse.record.statuses import RUNNING
 
 from . import wire as events
 
@@ -36,7 +37,7 @@ class ProgressWriter:
     def write(self, task: Task, state: str, meta: dict[str, Any], point: tuple[float, float]) -> None:
         request, backend = task.request, self.app.backend
         pipe = self.registry.pipeline()
-        self.registry.write(request.id, "running", fields={"state": state, "progress": meta}, point=point,
+        self.registry.write(request.id, RUNNING, fields={"state": state, "progress": meta}, point=point,
                             client=pipe)
         stored = backend._get_result_meta(result=meta, state=state, traceback=None, request=request)
         stored["task_id"] = request.id

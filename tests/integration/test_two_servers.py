@@ -169,9 +169,16 @@ def same_as_alone(url: str, both: str, alone: str) -> None:
     """The record two servers wrote has what one server alone writes: the same fields, status,
     result and history length."""
     client = redis.Redis.from_url(url, decode_responses=True)
+
+    def read() -> tuple[list[dict], list[int]]:
+        return ([client.hgetall(f"pulse:t:{task_id}") for task_id in (both, alone)],
+                [client.llen(f"pulse:h:{task_id}") for task_id in (both, alone)])
+
     try:
-        records = [client.hgetall(f"pulse:t:{task_id}") for task_id in (both, alone)]
-        histories = [client.llen(f"pulse:h:{task_id}") for task_id in (both, alone)]
+        # The worker records the end at the source; the fields only the task-succeeded event
+        # carries (runtime) follow once the monitor applies it: wait for them, then compare.
+        wait_until(lambda: all("runtime" in record for record in read()[0]), 10, 0.05, "both runtimes")
+        records, histories = read()
     finally:
         client.close()
     assert sorted(records[0]) == sorted(records[1])

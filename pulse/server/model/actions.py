@@ -13,7 +13,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pulse.record.registry import as_text
-from pulse.record.statuses import ENDED, GOAL_KEEPS, UNSUCCESSFUL
+from pulse.record.statuses import ABANDONED, ENDED, EXPIRED, GOAL_KEEPS, REPLAYED, SKIPPED, UNSUCCESSFUL
 from pulse.server.model.audit import AuditLog
 from pulse.server.model.store import TaskStore
 
@@ -129,7 +129,7 @@ class Actions:
         call = record["call"]
         new_id = self._send(task["name"], call["args"], call["kwargs"], queue=task["queue"] or None)
         self.registry.write(new_id, fill={"replay_of": task_id})
-        code, _ = self.registry.write(task_id, "replayed", fields={"replayed_by": new_id},
+        code, _ = self.registry.write(task_id, REPLAYED, fields={"replayed_by": new_id},
                                       expect=list(UNSUCCESSFUL))
         if code != 1:  # another operator replayed it first: take ours back
             self.celery.control.revoke(new_id)
@@ -142,7 +142,7 @@ class Actions:
 
     def skip(self, who: str, task_id: str) -> dict:
         task = self._existing(task_id)
-        code, _ = self.registry.write(task_id, "skipped", fields={"skipped_at": time.time()},
+        code, _ = self.registry.write(task_id, SKIPPED, fields={"skipped_at": time.time()},
                                       expect=list(UNSUCCESSFUL))
         if code != 1:
             raise ActionError(409, f"task {task_id} is {task['status']}: only failed or lost tasks can "
@@ -159,7 +159,7 @@ class Actions:
         if purge:
             self.registry.prune(purge=[task_id])
             return {**task, "status": "unknown", "purged": True}
-        if task["status"] not in ("expired", "abandoned"):
-            self.registry.write(task_id, "expired", fields={"forgotten_at": time.time()},
+        if task["status"] not in (EXPIRED, ABANDONED):
+            self.registry.write(task_id, EXPIRED, fields={"forgotten_at": time.time()},
                                 expect=[task["status"]])
         return self._changed(task_id)

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from pulse.record.registry import Registry, as_text, step
-from pulse.record.statuses import CELERY_ENDS
+from pulse.record.statuses import CELERY_ENDS, EXPIRED
 from pulse.server.model.results import read_meta
 from pulse.server.model.taskjson import record_json
 from pulse.server.model.writes import event_write, meta_write
@@ -48,7 +48,7 @@ class TaskStore:
             return record_json(self.registry.get(task_id))
         if record.get("status") in CELERY_ENDS and record.get("has_result"):
             if self._result_gone(task_id):
-                self.registry.write(task_id, "expired", expect=[record["status"]])
+                self.registry.write(task_id, EXPIRED, expect=[record["status"]])
                 record = self.registry.get(task_id)
         return record_json(record)
 
@@ -156,7 +156,7 @@ class TaskStore:
             (status, has_result), exists = replies[2 * index], replies[2 * index + 1]
             status = as_text(status) if status else None
             if status in CELERY_ENDS and has_result == b"true" and not exists:
-                code, _record = self.registry.write(task_id, "expired", expect=[status])
+                code, _record = self.registry.write(task_id, EXPIRED, expect=[status])
                 if code == 1:
                     changed.append(self.get_json(task_id))
         return changed

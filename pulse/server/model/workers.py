@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from pulse.record.statuses import RUNNING
 from pulse.server.ingest.monitor import Monitor
 from pulse.server.model.listing import Listing
 from pulse.server.model.store import TaskStore
@@ -10,7 +11,7 @@ from pulse.server.model.taskjson import RATE_WINDOW
 
 def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: str) -> dict[str, Any]:
     worker = monitor.state.workers.get(hostname)
-    page = listing.page({"status": ["running"], "worker": hostname}, 100)
+    page = listing.page({"status": [RUNNING], "worker": hostname}, 100)
     # A clean shutdown clears Celery's heartbeat list; its last event still says when it was seen.
     last = worker.heartbeats[-1] if worker and worker.heartbeats else getattr(worker, "timestamp", None)
     return {
@@ -29,7 +30,7 @@ def worker_json(monitor: Monitor, store: TaskStore, listing: Listing, hostname: 
 
 def all_workers(monitor: Monitor, store: TaskStore, listing: Listing) -> list[dict[str, Any]]:
     """Workers the monitor heard from, and hostnames that still have running tasks."""
-    running = listing.page({"status": ["running"]}, 500).ids
+    running = listing.page({"status": [RUNNING]}, 500).ids
     running_on = {record.get("worker") for record in store.registry.get_many(running) if record}
     names = {w.hostname for w in monitor.state.workers.values()} | (running_on - {None})
     return [worker_json(monitor, store, listing, hostname) for hostname in sorted(names)]

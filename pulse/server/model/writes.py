@@ -9,7 +9,7 @@ from pulse.agent.lifecycle import REPR_LIMIT
 from pulse.agent.progress import progress_meta
 from pulse.record.failures import failure_of_event, failure_of_meta
 from pulse.record.safejson import bounded_json, bounded_text
-from pulse.record.statuses import PROGRESS, status_of
+from pulse.record.statuses import FAILED, FINISHED, PROGRESS, RETRYING, REVOKED, RUNNING, SCHEDULED, status_of
 
 
 def meta_write(meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -37,7 +37,7 @@ def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict
     kind, at = event["type"], event.get("timestamp")
     worker = None if kind == "task-sent" else event.get("hostname")
     if kind == "task-sent":
-        status = "retrying" if event.get("retries") else "scheduled"
+        status = RETRYING if event.get("retries") else SCHEDULED
         fields = {"state": states.PENDING, "name": event.get("name"), "args": _repr_text(event.get("args")),
                   "kwargs": _repr_text(event.get("kwargs")),
                   "queue": event.get("queue") or event.get("routing_key"),
@@ -45,24 +45,24 @@ def event_write(event: dict[str, Any]) -> tuple[str | None, dict[str, Any], dict
                   "root_id": event.get("root_id")}
         return status, fields, {"sent_at": at}
     if kind == "task-received":
-        return "scheduled", {"state": states.RECEIVED, "worker": worker, "name": event.get("name")}, {
+        return SCHEDULED, {"state": states.RECEIVED, "worker": worker, "name": event.get("name")}, {
             "received_at": at, "args": _repr_text(event.get("args")),
             "kwargs": _repr_text(event.get("kwargs"))}
     if kind == "task-started":
-        return "running", {"state": states.STARTED, "worker": worker}, {"started_at": at}
+        return RUNNING, {"state": states.STARTED, "worker": worker}, {"started_at": at}
     if kind == "task-succeeded":
-        return "finished", {"state": states.SUCCESS, "worker": worker, "runtime": event.get("runtime")}, {
+        return FINISHED, {"state": states.SUCCESS, "worker": worker, "runtime": event.get("runtime")}, {
             "finished_at": at, "has_result": True}
     if kind in ("task-failed", "task-rejected"):
         state = states.FAILURE if kind == "task-failed" else states.REJECTED
-        return "failed", {"state": state, "worker": worker, "failure": failure_of_event(event)}, {
+        return FAILED, {"state": state, "worker": worker, "failure": failure_of_event(event)}, {
             "finished_at": at, "has_result": True}
     if kind == "task-retried":
-        return "retrying", {"state": states.RETRY, "last_error": _repr_text(event.get("exception"))}, {}
+        return RETRYING, {"state": states.RETRY, "last_error": _repr_text(event.get("exception"))}, {}
     if kind == "task-revoked":
         reason = "terminated" if event.get("terminated") else "revoked"
         reason = "expired" if event.get("expired") else reason
-        return "revoked", {"state": states.REVOKED, "revoke_reason": reason}, {"finished_at": at}
+        return REVOKED, {"state": states.REVOKED, "revoke_reason": reason}, {"finished_at": at}
     return None, {}, {}
 
 

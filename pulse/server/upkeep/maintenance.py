@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pulse.record.registry import as_text
-from pulse.record.statuses import QUEUED_OR_RUNNING, RUNNING
+from pulse.record.statuses import LOST, QUEUED_OR_RUNNING, RUNNING
 from pulse.server.ingest.monitor import Monitor
 from pulse.server.model.store import TaskStore
 from pulse.server.upkeep.periodic import Periodic
@@ -86,7 +86,7 @@ class Maintenance(Periodic):
         """Mark still-running tasks ``lost`` for ``reason``; returns the ones it changed."""
         lost = []
         for task_id in task_ids:
-            code, _ = self.registry.write(task_id, "lost", fields={"lost_at": now, "lost_reason": reason},
+            code, _ = self.registry.write(task_id, LOST, fields={"lost_at": now, "lost_reason": reason},
                                           expect=[RUNNING])
             if code == 1:
                 lost.append(self.store.get_json(task_id))
