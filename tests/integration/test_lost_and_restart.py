@@ -164,7 +164,9 @@ def test_a_task_whose_end_was_never_recorded_becomes_lost_not_running_forever(lo
             online = wait_until(lambda: [w for w in workers_by_prefix(stack, "unseenworker")
                                          if w["online"]], 20, 0.2, "the server to hear the worker")
             hostname = online[0]["hostname"]
-            busy = stack.launch("tasks.demo.count", total=60, delay=0.1)  # really running, for 6 s
+            # Really running, for 15 s: two rounds of the worker check (1 s apart here) and a
+            # slow machine fit in it.
+            busy = stack.launch("tasks.demo.count", total=150, delay=0.1)
             progressed(stack, busy, 2)
             unseen = f"unseen-{uuid.uuid4().hex[:10]}"
             stack.celery.pulse.registry.write(unseen, "running", fields={

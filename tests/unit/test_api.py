@@ -128,3 +128,40 @@ def test_a_text_filter_over_1000_characters_is_refused(client, auth_headers, key
     response = client.get("/api/tasks", query_string={key: "x" * 1001}, headers=auth_headers)
     assert response.status_code == 400
     assert response.get_json() == {"error": f"{key} is at most 1000 characters"}
+
+
+def test_a_launch_on_a_broken_pooled_channel_is_retried_on_a_new_connection(monkeypatch):
+    """After a broker restart kombu failed inside the publish (AttributeError on a closed
+    channel's connection) and the launch answered 500 (seen in CI's Redis-kill test)."""
+    from pulse.server.model.actions import ActionError, Actions
+
+    class Sent:
+        id = "t-1"
+
+    calls = []
+
+    class App:
+        class pool:  # noqa: N801 - Celery's attribute name
+            @staticmethod
+            def force_close_all():
+                calls.append("closed")
+
+        @staticmethod
+        def send_task(name, **_):
+            calls.append(name)
+            if len(calls) == 1:
+                raise AttributeError("'NoneType' object has no attribute 'client'")
+            return Sent()
+
+    actions = object.__new__(Actions)
+    actions.celery = App
+    assert actions._send("tasks.demo.count", [], {}) == "t-1"
+    assert calls == ["tasks.demo.count", "closed", "tasks.demo.count"]
+    calls.clear()
+    App.send_task = staticmethod(lambda name, **_: (_ for _ in ()).throw(AttributeError("again")))
+    try:
+        actions._send("tasks.demo.count", [], {})
+    except ActionError as refused:
+        assert refused.status == 503 and "AttributeError" in str(refused)
+    else:
+        raise AssertionError("a second failure must answer 503")

@@ -4,6 +4,7 @@ Each checks the task's meta-status atomically in the registry (the Lua ``expect`
 ``ActionError`` with HTTP status 409 when the status forbids it, and is written to the audit log.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,9 @@ from pulse.server.model.audit import AuditLog
 from pulse.server.model.store import TaskStore
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
+
+
+log = logging.getLogger(__name__)
 
 
 class ActionError(Exception):
@@ -51,10 +55,22 @@ class Actions:
         return task
 
     def _send(self, name: str, args: list, kwargs: dict, **options: Any) -> str:
-        try:
-            return self.celery.send_task(name, args=args, kwargs=kwargs, **options).id
-        except (OperationalError, OSError) as exc:
-            raise ActionError(503, f"the broker is unreachable, task not sent: {type(exc).__name__}") from exc
+        for attempt in (1, 2):
+            try:
+                return self.celery.send_task(name, args=args, kwargs=kwargs, **options).id
+            except (OperationalError, OSError) as exc:  # Celery's own publish retries are spent
+                raise ActionError(503, f"the broker is unreachable, task not sent: "
+                                       f"{type(exc).__name__}") from exc
+            except Exception as exc:
+                # After the broker restarted, a pooled connection can still hold the channel
+                # that broke (kombu then fails inside the publish, e.g. AttributeError on its
+                # closed connection): drop the pool's connections and try once more on new ones.
+                log.warning("pulse: publishing %s failed (%r); retrying on a new connection", name, exc)
+                self.celery.pool.force_close_all()
+                if attempt == 2:
+                    raise ActionError(503, f"the broker connection failed, task not sent: "
+                                           f"{type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
 
     def launch(self, who: str, name: str, args: list, kwargs: dict, goal: str | None = None,
                force: bool = False) -> tuple[bool, dict[str, Any]]:
