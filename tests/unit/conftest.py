@@ -3,7 +3,9 @@
 import uuid
 
 import pytest
+import redis
 
+from pulse.record.registry import Registry
 from tests.conftest import demo_server
 
 from ..conftest import TOKEN
@@ -13,6 +15,16 @@ from ..conftest import TOKEN
 def redis_url(redis_url):
     """The session Redis, but database 1: no worker consumes what unit tests enqueue."""
     return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def registry(redis_url):
+    """A registry under a prefix of its own, its keys deleted afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"r{uuid.uuid4().hex[:8]}:"
+    yield Registry(client, prefix=prefix)
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 """Key names: their exact spelling (existing data and the Lua scripts depend on it), and their one owner."""
 
 import re
-import uuid
 from pathlib import Path
 
-import pytest
 import redis
 
 from pulse.record.keys import Keys
@@ -49,15 +47,6 @@ def test_a_registry_names_its_keys_by_its_prefix():
     assert registry.keys.prefix == "p:" and registry.key("abc") == "p:t:abc"
     registry.prefix = "q:"  # tests give a built registry a prefix of their own
     assert registry.keys.all == "q:i:all" and registry.key("abc") == "q:t:abc"
-
-
-@pytest.fixture
-def registry(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    prefix = f"k{uuid.uuid4().hex[:8]}:"
-    yield Registry(client, prefix=prefix)
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
 
 
 def test_the_write_script_spells_the_keys_as_keys_does(registry):

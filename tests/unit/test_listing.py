@@ -1,21 +1,9 @@
 """Listing over the registry's indexes: filters, counts and a stable cursor."""
 
-import uuid
 
 import pytest
-import redis
 
-from pulse.record.registry import Registry
 from pulse.server.model.listing import Listing, ListingError, decode_cursor, encode_cursor
-
-
-@pytest.fixture
-def registry(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    prefix = f"l{uuid.uuid4().hex[:8]}:"
-    yield Registry(client, prefix=prefix)
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
 
 
 @pytest.fixture
