@@ -25,7 +25,7 @@ from pulse.server.ingest.receiver import ReceiverStream
 from pulse.server.model.amqp_queues import amqp_depths
 
 from ..conftest import Stack, db_url, flush_db, own_server, own_worker, wait_until
-from .test_two_servers import STEPS, Listener, actions_reach_both, lived, no_repeats
+from .test_two_servers import actions_reach_both, both_push_live
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,8 @@ def amqp_stack(redis_db, rabbitmq_url) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def amqp_worker(amqp_stack) -> Iterator[Popen]:
-    with own_worker(amqp_stack.redis_url, WORKER, concurrency=2,
+    # Every progress call sent (as for the two servers on Redis): each one is a history point.
+    with own_worker(amqp_stack.redis_url, WORKER, concurrency=2, PULSE_PROGRESS_INTERVAL="0",
                     BROKER_URL=amqp_stack.env["BROKER_URL"]) as proc:
         wait_until(lambda: [w for w in workers(amqp_stack) if w["online"]], 20, 0.2,
                    "the server to hear the worker")
@@ -237,21 +238,7 @@ def test_a_goal_launched_twice_gives_the_same_task(amqp_stack, amqp_worker):
 
 def test_two_servers_on_one_broker_both_push_a_tasks_progress_live(amqp_stack, second_amqp_stack,
                                                                     amqp_worker):
-    listeners = [Listener(amqp_stack), Listener(second_amqp_stack)]
-    try:
-        task_id = amqp_stack.launch("tasks.demo.count", total=STEPS, delay=0.15)
-        for listener in listeners:
-            assert listener.watch(task_id)["id"] == task_id
-        for listener in listeners:
-            lived(listener, task_id)
-        time.sleep(1.0)  # anything pushed twice would have arrived by now
-        for listener in listeners:
-            no_repeats(listener.of(task_id))
-            summaries = listener.of(task_id, "tasks")
-            assert summaries and summaries[-1]["status"] == "finished"
-    finally:
-        for listener in listeners:
-            listener.close()
+    both_push_live(amqp_stack, second_amqp_stack, delay=0.15)
 
 
 def test_an_action_on_one_server_reaches_the_clients_of_the_other_over_rabbitmq(

@@ -99,10 +99,15 @@ def pair(url) -> Iterator[tuple[Stack, Stack]]:
 
 
 def test_both_servers_push_every_change_of_a_task_to_their_own_clients_once(pair):
-    first, second = pair
+    both_push_live(*pair, delay=0.1)
+
+
+def both_push_live(first: Stack, second: Stack, delay: float) -> None:
+    """A task launched on ``first`` is pushed live by both servers, every change once, and both
+    read the same history."""
     listeners = [Listener(first), Listener(second)]
     try:
-        task_id = first.launch("tasks.demo.count", total=STEPS, delay=0.1)
+        task_id = first.launch("tasks.demo.count", total=STEPS, delay=delay)
         for listener in listeners:
             assert listener.watch(task_id)["id"] == task_id
         for listener in listeners:
