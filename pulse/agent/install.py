@@ -9,6 +9,7 @@ Pulse's state for the app lives on ``app.pulse`` (an ``Agent``), never in a modu
 import logging
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -20,6 +21,7 @@ from pulse.record.registry import Registry
 from pulse.settings import AgentSettings, ConfigError, agent_settings
 
 from . import collect, lifecycle, request
+from .progress_writer import make_writer
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,11 @@ class Agent:
                                  retention=settings.retention, cap=settings.registry_cap)
         self.next_prune = 0.0  # monotonic time of this process's next registry prune
         self.next_collect = 0.0  # monotonic time of this process's next garbage collection
-        self.writer: Any = None  # the one-round-trip progress writer, made at first progress
-        self.writer_checked = False
+
+    @cached_property
+    def progress_writer(self) -> Any:
+        """The one-round-trip progress writer (or None), made at the first progress report."""
+        return make_writer(self)
 
     def _registry_client(self) -> redis.Redis:
         # Resolved at first use: the user may configure the result backend after install().

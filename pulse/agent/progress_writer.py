@@ -60,25 +60,18 @@ class ProgressWriter:
 def progress_writer(app: Celery) -> ProgressWriter | None:
     """The app's one-round-trip writer, or None where the three separate calls are needed."""
     agent = getattr(app, "pulse", None)
-    if agent is None:
-        return None
-    if not agent.writer_checked:
-        agent.writer, agent.writer_checked = _make_writer(app, agent.registry), True
-    return agent.writer
+    return None if agent is None else agent.progress_writer
 
 
-def _make_writer(app: Celery, registry: Any) -> ProgressWriter | None:
-    conf = app.conf
+def make_writer(agent: Any) -> ProgressWriter | None:
+    """The writer for an ``Agent``'s app, if the equivalence holds (a registry of its own in
+    ``PULSE_REDIS_URL`` is another server: no shared pipeline)."""
+    app, conf = agent.app, agent.app.conf
     if (isinstance(app.backend, RedisBackend) and conf.result_serializer == "json"
             and conf.event_serializer == "json" and str(conf.broker_url) == str(conf.result_backend)
-            and not agent_redis_url(app)):
+            and not agent.settings.redis_url):
         try:
-            return ProgressWriter(app, registry, *events.topic_prefix(app))
+            return ProgressWriter(app, agent.registry, *events.topic_prefix(app))
         except events.UnsupportedBroker:
             return None
     return None
-
-
-def agent_redis_url(app: Celery) -> str | None:
-    # A registry of its own (PULSE_REDIS_URL) is another server: no shared pipeline.
-    return app.pulse.settings.redis_url

@@ -4,9 +4,8 @@ Worker events keep a ``celery.events.state.State`` (heartbeats, load, online/off
 events go into the registry through the ``TaskStore``, whose answer is handed to a listener
 (the live push). Events come in batches (``stream`` on Redis, ``receiver`` on other brokers):
 the registry is written for a whole batch in one round trip, and a task that changed several
-times in it is pushed once. It runs as
-a background task of the web server, reconnects with backoff when the broker goes away, and
-reconnects when the stream falls silent.
+times in it is pushed once. It runs as a background task of the web server, reconnects with
+backoff when the broker goes away, and reconnects when the stream falls silent.
 """
 
 import logging
