@@ -55,22 +55,24 @@ class Actions:
         return task
 
     def _send(self, name: str, args: list, kwargs: dict, **options: Any) -> str:
-        for attempt in (1, 2):
-            try:
-                return self.celery.send_task(name, args=args, kwargs=kwargs, **options).id
-            except (OperationalError, OSError) as exc:  # Celery's own publish retries are spent
-                raise ActionError(503, f"the broker is unreachable, task not sent: "
-                                       f"{type(exc).__name__}") from exc
-            except Exception as exc:
-                # After the broker restarted, a pooled connection can still hold the channel
-                # that broke (kombu then fails inside the publish, e.g. AttributeError on its
-                # closed connection): drop the pool's connections and try once more on new ones.
-                log.warning("pulse: publishing %s failed (%r); retrying on a new connection", name, exc)
-                self.celery.pool.force_close_all()
-                if attempt == 2:
-                    raise ActionError(503, f"the broker connection failed, task not sent: "
-                                           f"{type(exc).__name__}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return self.celery.send_task(name, args=args, kwargs=kwargs, **options).id
+        except (OperationalError, OSError) as exc:  # Celery's own publish retries are spent
+            raise ActionError(503, f"the broker is unreachable, task not sent: {type(exc).__name__}") from exc
+        except Exception as exc:
+            # After the broker restarted, a pooled connection can still hold the channel that
+            # broke (kombu then fails inside the publish, e.g. AttributeError on its closed
+            # connection): send once more on a connection of its own, leaving the pool alone
+            # (closing it broke every other user of it).
+            log.warning("pulse: publishing %s failed (%r); retrying on a new connection", name, exc)
+        try:
+            with self.celery.connection_for_write() as connection:
+                producer = self.celery.amqp.Producer(connection)
+                return self.celery.send_task(name, args=args, kwargs=kwargs, producer=producer,
+                                             **options).id
+        except Exception as exc:
+            raise ActionError(503, f"the broker connection failed, task not sent: "
+                                   f"{type(exc).__name__}") from exc
 
     def launch(self, who: str, name: str, args: list, kwargs: dict, goal: str | None = None,
                force: bool = False) -> tuple[bool, dict[str, Any]]:
