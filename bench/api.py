@@ -12,18 +12,32 @@ the other, cycling through the queries so machine noise hits them all alike (aft
 - what a user does next: ``status=failed``, ``q=`` a fragment of a task name, ``q=`` the first
   8 characters of a task id (its first page), and the second page of the list through its cursor;
 - apart, 20 times: that id search followed through every page (a sparse search answers a page of
-  what it found within SCAN_CAP index entries and a cursor to go on).
+  what it found within SCAN_CAP index entries, in script calls of CALL_CAP, and a cursor to go on);
+- apart, the worst case for Redis (issue 14): ``limit=500`` searches that match nothing, so the
+  listing walks as far as it may. One is ``q=E`` with ``name=`` the only task name without an "e"
+  and all 12 statuses, ``finished`` last: E is in no (lowercase) id, and in the 9 other names, so
+  an entry cost the old script its status lookups plus one per name index (its costliest walk),
+  and costs one record read now; the other is ``q=`` an id fragment found nowhere, alone (the
+  plain substring walk). Each runs
+  30 times (quick: 5) with Redis's SLOWLOG logging every command (``slowlog-log-slower-than 0``):
+  the server-side time of the longest single listing-script call, and of all the request's
+  listing-script calls together (Redis is also the broker: a long script stalls every queue).
+  Also the size of the ``limit=500`` answer (summaries above 100 tasks since issue 14).
 
 Measured: wall time per request seen by the client (p50, p99). Full: 100,000 records, 300
 requests per query; quick: 2,000 records, 50 requests.
 """
 
+import hashlib
 import random
 import time
 import uuid
 
+import redis
 import requests
 
+from pulse.record.scripts import script
+from pulse.record.statuses import STATUSES
 from tasks.celery import make_celery
 
 from .harness import Row, auth_headers, median, percentiles, stack
@@ -40,6 +54,12 @@ QUERIES = (("list 50", "/api/tasks?limit=50"), ("counts", "/api/tasks/counts"),
            ("list status=failed", "/api/tasks?limit=50&status=failed"),
            ("list q=<name fragment>", "/api/tasks?limit=50&q=billing"),
            ("list q=<id prefix>", None), ("list page 2 (cursor)", None))
+# Redis's worst case (see the docstring): every status, the most common (finished) checked last.
+WORST_STATUSES = ",".join([s for s in STATUSES if s != "finished"] + ["finished"])
+WORST = (("q=E, name + 12 statuses",
+          f"/api/tasks?limit=500&q=E&name=app.sync.pull_crm&status={WORST_STATUSES}"),
+         ("q=<no id>, alone", "/api/tasks?limit=500&q=no-such-id"))
+REDIS_TARGET_MS = 50.0
 
 
 def record_fields(rng: random.Random, created: float) -> tuple[str, dict]:
@@ -141,6 +161,61 @@ def search_all_pages(base: str, needle: str, task_id: str, rounds: int) -> tuple
     return times[1:], pages
 
 
+def script_times(entries: list[dict], sha: str) -> list[float]:
+    """Server-side ms of each listing-script call among SLOWLOG ``entries``."""
+    prefix = f"EVALSHA {sha}".encode()
+    return [entry["duration"] / 1000 for entry in entries
+            if entry["command"][:len(prefix)].upper() == prefix.upper()]
+
+
+def redis_worst(redis_url: str, base: str, rounds: int) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """Per worst-case query: the longest listing-script call and the sum of them, per request (ms,
+    from SLOWLOG); and the bytes of the ``limit=500`` answer."""
+    sha = hashlib.sha1(script("list.lua").encode()).hexdigest()
+    client = redis.Redis.from_url(redis_url)
+    old = client.config_get("slowlog-*")
+    client.config_set("slowlog-max-len", 100_000)
+    client.config_set("slowlog-log-slower-than", 0)
+    out = {name: {"longest": [], "total": [], "calls": []} for name, _path in WORST}
+    try:
+        with requests.Session() as session:
+            session.headers.update(auth_headers())
+            size = len(session.get(f"{base}/api/tasks?limit=500", timeout=60).content)
+            for round_ in range(rounds + 1):
+                for name, path in WORST:
+                    client.slowlog_reset()
+                    timed_get(session, base + path)
+                    calls = script_times(client.slowlog_get(100_000), sha)
+                    if round_ and calls:  # the first round loads the script
+                        out[name]["longest"].append(max(calls))
+                        out[name]["total"].append(sum(calls))
+                        out[name]["calls"].append(len(calls))
+    finally:
+        for key, value in old.items():
+            client.config_set(key, value)
+        client.close()
+    return out, size
+
+
+def worst_rows(worst: dict[str, dict[str, list[float]]], size: int, rounds: int) -> list[Row]:
+    rows = []
+    for name, figures in worst.items():
+        longest, total = percentiles(figures["longest"]), percentiles(figures["total"])
+        calls = max(figures["calls"], default=0)
+        rows.append(Row(bench="6 api", metric=f"Redis, longest call p50: {name}", pulse=longest["p50"],
+                        unit="ms", note=f"limit=500, {rounds} requests; per request, its longest listing-"
+                                        f"script call (SLOWLOG, server side); max {longest['max']:.1f} ms; "
+                                        f"up to {calls} call(s) a request"))
+        for key in ("p50", "max"):
+            rows.append(Row(bench="6 api", metric=f"Redis, whole request {key}: {name}", pulse=total[key],
+                            unit="ms", target=f"< {REDIS_TARGET_MS:.0f} ms" if key == "max" else "",
+                            met=total[key] < REDIS_TARGET_MS if key == "max" else None,
+                            note="all of a request's listing-script calls together" if key == "p50" else ""))
+    rows.append(Row(bench="6 api", metric="answer of limit=500", pulse=size / 1024, unit="KiB",
+                    note="GET /api/tasks?limit=500, no filter: above 100 tasks a page holds summaries"))
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     records, requests_each = (2_000, 50) if quick else (100_000, 300)
     with stack("api") as running:
@@ -151,6 +226,8 @@ def run(quick: bool) -> list[Row]:
         paths = resolve(base, task_id[:8])
         times = measure(base, paths, requests_each)
         searches, pages = search_all_pages(base, task_id[:8], task_id, 5 if quick else 20)
+        worst_rounds = 5 if quick else 30
+        worst, size = redis_worst(running.redis_url, base, worst_rounds)
     rows = []
     for name in paths:
         stats = percentiles(times[name])
@@ -166,4 +243,4 @@ def run(quick: bool) -> list[Row]:
     rows.append(Row(bench="6 api", metric="id search, every page (median)", pulse=median(searches), unit="ms",
                     note=f"q=<8 characters of an id> followed through {pages} pages to the end of the index, "
                          f"{len(searches)} times; the task is on one of them"))
-    return rows
+    return rows + worst_rows(worst, size, worst_rounds)

@@ -112,7 +112,10 @@ class Stack:
 
     def start_web(self, name: str = "web", **extra: str) -> str:
         port = devstack.free_port()
-        env = dict(self.env, PORT=str(port), HOST="127.0.0.1", **extra)
+        # Every simulated client comes from 127.0.0.1: no cap per address (a benchmark that
+        # measures the cap, bench/connections.py, sets its own).
+        env = dict(self.env, PORT=str(port), HOST="127.0.0.1",
+                   **{"PULSE_MAX_CONNECTIONS_PER_ADDRESS": "0", **extra})
         self.procs[name] = devstack.start_web(env, port, log=self.log(name))
         url = f"http://127.0.0.1:{port}"
         if name == "web":

@@ -17,7 +17,8 @@ import traceback
 from .harness import ARTIFACTS, Row
 
 # In the order of the issue: the cheap ones first, the machine's limits last.
-BENCHMARKS = ("progress_call", "latency", "ingest", "fanout", "memory", "api", "responsive", "limits")
+BENCHMARKS = ("progress_call", "latency", "ingest", "fanout", "memory", "api", "responsive", "limits",
+              "connections")
 
 
 def machine() -> str:

@@ -25,7 +25,7 @@ _EXPORTS = {
     "TaskFailure": "pulse.agent.failure",
     "mint_token": "pulse.agent.tokens",
     "read_token": "pulse.agent.tokens",
-    "secret_from_env": "pulse.settings",
+    "grant_key_from_env": "pulse.settings",
     "ConfigError": "pulse.settings",
 }
 

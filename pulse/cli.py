@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import click
 
-from pulse.settings import async_mode
+from pulse.settings import ConfigError, async_mode, grant_key_from_env
 
 OPTIONS = [
     click.option("--host", envvar="HOST", help="Address to listen on (HOST; default 127.0.0.1)."),
@@ -39,14 +39,22 @@ def _overrides(host: str | None, port: str | None, mode: str | None) -> dict[str
               help="The Celery app, as for `celery -A` (module or module:attribute).")
 @click.option("-b", "--broker", help="Broker URL, for a server that cannot import the project's code.")
 @click.option("--result-backend", help="Result backend URL (with --broker).")
+@click.option("--print-grant-key", is_flag=True,
+              help="Print the key host apps mint widget tokens with (PULSE_GRANT_KEY), then exit.")
 @_options
-def serve(app_spec: str | None, broker: str | None, result_backend: str | None, host: str | None,
-          port: str | None, async_mode: str | None) -> None:
+def serve(app_spec: str | None, broker: str | None, result_backend: str | None, print_grant_key: bool,
+          host: str | None, port: str | None, async_mode: str | None) -> None:
     """Serve Pulse's dashboard, API and live updates for a Celery app.
 
     The other settings come from the environment (PULSE_TOKEN, PULSE_VIEWER_TOKEN, ...; see the
     README). Stop it with Ctrl-C.
     """
+    if print_grant_key:  # derived from the servers' keys unless PULSE_GRANT_KEY is set
+        try:
+            click.echo(grant_key_from_env(os.environ))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
     env = {**os.environ, **_overrides(host, port, async_mode)}
     run_server(env, app_spec=app_spec, broker=broker, result_backend=result_backend)
 

@@ -61,8 +61,19 @@ def redis_server_binary() -> str:
         return found
 
 
+def private_dir(path: Path) -> Path:
+    """``path``, made if missing, readable by its owner alone (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def redis_command(port: int, data_dir: Path) -> list[str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """redis-server's command line: nothing secret on it, since ``ps`` shows it to everyone."""
+    private_dir(data_dir)
+    for existing in data_dir.iterdir():  # files a run before this one left readable
+        if existing.is_file():
+            existing.chmod(0o600)
     return [
         redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
         "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
@@ -70,23 +81,46 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
     ]
 
 
-def _spawn(cmd: list[str], env: Mapping[str, str] | None, log: IO | None) -> subprocess.Popen:
-    return subprocess.Popen(
+def with_password(command: list[str], password: str | None) -> tuple[list[str], bytes | None]:
+    """``command``, reading ``requirepass`` from its standard input when ``password`` is given
+    (redis-server's ``-`` config file), and the config to feed it."""
+    if not password:
+        return command, None
+    return [command[0], "-", *command[1:]], f"requirepass {password}\n".encode()
+
+
+def redis_url(port: int, password: str | None = None, db: int = 0) -> str:
+    return f"redis://{':' + password + '@' if password else ''}127.0.0.1:{port}/{db}"
+
+
+def _spawn(cmd: list[str], env: Mapping[str, str] | None, log: IO | None, stdin: bytes | None = None,
+           umask: int = -1) -> subprocess.Popen:
+    proc = subprocess.Popen(
         cmd, cwd=ROOT, env=dict(os.environ if env is None else env),
+        stdin=subprocess.PIPE if stdin is not None else None,
         stdout=log, stderr=subprocess.STDOUT if log is not None else None,
         start_new_session=True,  # its own process group: stopped as one, immune to our Ctrl-C
+        umask=umask,
     )
+    if stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    return proc
 
 
-def start_redis(port: int, data_dir: Path, log: IO | None = None) -> subprocess.Popen:
+def start_redis(port: int, data_dir: Path, log: IO | None = None,
+                password: str | None = None) -> subprocess.Popen:
     """Start the embedded Redis on 127.0.0.1:``port`` with append-only persistence; wait for it.
 
-    Its output goes to ``log``, else to redis.log in ``data_dir``.
+    With ``password``, Redis requires it (handed over on its standard input, never on the command
+    line). Its data directory is 0700 and every file it writes 0600. Its output goes to ``log``,
+    else to redis.log in ``data_dir``.
     """
     command = redis_command(port, data_dir)
     if log is None:
         command += ["--logfile", str(data_dir / "redis.log")]
-    proc = _spawn(command, None, log)
+    command, config = with_password(command, password)
+    proc = _spawn(command, None, log, stdin=config, umask=0o077)
     wait_for_port(port, proc, what="redis-server")
     return proc
 
@@ -123,21 +157,30 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.
         pass
 
 
-def _token(data_dir: Path) -> str:
-    """PULSE_TOKEN, else one kept in the data folder (0600), made on first run."""
-    if os.environ.get("PULSE_TOKEN"):
-        return os.environ["PULSE_TOKEN"]
-    path = data_dir / "token"
+def kept_secret(path: Path) -> str:
+    """The secret kept in ``path`` (0600), made on first use."""
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
+    path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _token(data_dir: Path) -> str:
+    """PULSE_TOKEN, else one kept in the data folder, made on first run."""
+    if os.environ.get("PULSE_TOKEN"):
+        return os.environ["PULSE_TOKEN"]
+    return kept_secret(data_dir / "token")
+
+
+def data_folder() -> Path:
+    """PULSE_DATA_DIR (default .pulse), made if missing, its owner's alone."""
+    return private_dir(Path(os.environ.get("PULSE_DATA_DIR", ROOT / ".pulse")))
 
 
 def run_stack() -> int:
     """Start everything, print the login URL, and stop it all on Ctrl-C or when one part dies."""
-    data_dir = Path(os.environ.get("PULSE_DATA_DIR", ROOT / ".pulse"))
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_folder()
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "5000"))
     if port_open(port):
         print(f"pulse: port {port} is already in use; set PORT to another one", file=sys.stderr)
@@ -150,8 +193,9 @@ def run_stack() -> int:
     try:
         if not env.get("REDIS_URL"):
             redis_port = int(os.environ.get("REDIS_PORT") or free_port())
-            procs.append(start_redis(redis_port, data_dir / "redis"))
-            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            password = kept_secret(data_dir / "redis-password")
+            procs.append(start_redis(redis_port, data_dir / "redis", password=password))
+            env["REDIS_URL"] = redis_url(redis_port, password)  # never printed: see below
         procs.append(start_worker(env))
         procs.append(start_web(env, port))
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -172,9 +216,17 @@ def run_stack() -> int:
 
 
 def run_redis() -> None:
-    """Run only the embedded Redis in the foreground, on REDIS_PORT (default 6379)."""
-    data_dir = Path(os.environ.get("PULSE_DATA_DIR", ROOT / ".pulse")) / "redis"
-    cmd = redis_command(int(os.environ.get("REDIS_PORT", "6379")), data_dir)
+    """Run only the embedded Redis in the foreground, on REDIS_PORT (default 6379), requiring
+    the password kept in PULSE_DATA_DIR/redis-password (made on first run)."""
+    data_dir = data_folder()
+    cmd, config = with_password(redis_command(int(os.environ.get("REDIS_PORT", "6379")), data_dir / "redis"),
+                                kept_secret(data_dir / "redis-password"))
+    read, write = os.pipe()  # the config reaches redis-server's standard input, as in start_redis
+    os.write(write, config)  # a few dozen bytes: the pipe holds them until Redis reads them
+    os.close(write)
+    os.dup2(read, 0)
+    os.close(read)
+    os.umask(0o077)
     os.execv(cmd[0], cmd)
 
 

@@ -88,12 +88,26 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     if viewer is not None and (len(viewer) < 16 or viewer == token):
         raise ConfigError("PULSE_VIEWER_TOKEN must be at least 16 characters and differ from PULSE_TOKEN")
     mode = async_mode(env)
+    master = _master_key(env)
+    session_key = _derive(master, b"pulse session cookies and CSRF")
+    grant_key = grant_key_from_env(env)
+    if grant_key in (token, viewer, env.get("PULSE_SECRET_KEY")):
+        raise ConfigError("PULSE_GRANT_KEY must differ from PULSE_TOKEN, PULSE_VIEWER_TOKEN and "
+                          "PULSE_SECRET_KEY: host apps hold it, and it must open nothing else")
     return {
         "PULSE_TOKEN": token,
         "VIEWER_TOKEN": viewer,
-        # Derived from the token by default, so several servers agree and a new token logs
-        # everyone out; host apps derive the same secret to mint per-task tokens.
-        "SECRET_KEY": secret_from_env({"PULSE_TOKEN": token, **env}),
+        # Signs session cookies (and so their CSRF values). Derived one-way from the master key,
+        # which never leaves the Pulse servers, so the grant key host apps hold cannot make one.
+        "SECRET_KEY": session_key,
+        # Signs per-task and group tokens, and nothing else: the key host apps get.
+        "GRANT_KEY": grant_key,
+        # The server's bounds on a grant, whatever its host wrote into it: an issue time at most
+        # this far ahead of the server's clock, and a lifetime at most GRANT_MAX_TTL from it.
+        "GRANT_SKEW": _read(env, "PULSE_GRANT_SKEW", _at_least(0.0), 30.0),
+        "GRANT_MAX_TTL": _read(env, "PULSE_GRANT_MAX_TTL", _duration, 7 * 86400.0),
+        # A login session lasts this long at most; logout or a new token ends it sooner.
+        "SESSION_LIFETIME": _read(env, "PULSE_SESSION_LIFETIME", _duration, 7 * 86400.0),
         "EMBED_ORIGINS": _read(env, "PULSE_EMBED_ORIGINS", _origins, ()),
         "ASYNC_MODE": mode,
         "HOST": env.get("HOST") or "127.0.0.1",
@@ -119,11 +133,26 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "CLIENT_QUEUE": int(_read(env, "PULSE_CLIENT_QUEUE", _at_least(16), 256)),
         # How often the server disconnects sockets whose per-task token expired or was revoked.
         "TOKEN_RECHECK_INTERVAL": _read(env, "PULSE_TOKEN_RECHECK_INTERVAL", _at_least(0.5), 5.0),
-        # Failed logins allowed per client address and minute (then 429 until the minute ends).
-        "LOGIN_ATTEMPTS": _read(env, "PULSE_LOGIN_ATTEMPTS", _at_least(1), 10),
+        # Failed credential checks (login, bearer tokens, per-task tokens, Socket.IO auth) allowed
+        # per client address and minute; then 429 until the minute ends.
+        "AUTH_ATTEMPTS": int(_read(env, "PULSE_AUTH_ATTEMPTS", _at_least(1), 10)),
         # Reverse proxies in front of Pulse whose X-Forwarded-For/-Proto/-Host are believed; 0 believes
         # none, since anyone can send those headers (and pick their address or scheme with them).
         "PROXY_HOPS": _read(env, "PULSE_PROXY_HOPS", _whole, 0),
+        # Connection bounds (pulse.server.http.connections): a connection's first request must have
+        # sent its headers this long after the accept, a kept-alive one its next request this long
+        # after the last answer (also the longest a read or write may stall within a request).
+        "HEADER_TIMEOUT": _read(env, "PULSE_HEADER_TIMEOUT", _at_least(0.5), 10.0),
+        "KEEPALIVE_TIMEOUT": _read(env, "PULSE_KEEPALIVE_TIMEOUT", _at_least(1.0), 30.0),
+        # Connections per client address (behind PULSE_PROXY_HOPS: requests in flight per forwarded
+        # address), 0 for no limit; an office behind one NAT, each dashboard a socket and a few
+        # kept-alive connections, stays far below it. And in all (lowered to what ulimit -n allows).
+        "MAX_CONNECTIONS_PER_ADDRESS": _read(env, "PULSE_MAX_CONNECTIONS_PER_ADDRESS", _whole, 200),
+        "MAX_CONNECTIONS": _read(env, "PULSE_MAX_CONNECTIONS", _positive_whole, 10_000),
+        # An Engine.IO session that has not connected to a Socket.IO namespace by then is closed.
+        "CONNECT_TIMEOUT": _read(env, "PULSE_CONNECT_TIMEOUT", _at_least(0.5), 5.0),
+        # GET /api/tasks/<id>?wait= requests waiting at once per credential (more: 429 at once).
+        "MAX_WAITS_PER_CREDENTIAL": _read(env, "PULSE_MAX_WAITS_PER_CREDENTIAL", _positive_whole, 20),
         # Always Secure; otherwise only on requests that came over HTTPS (pulse.security asks each one).
         "SESSION_COOKIE_SECURE": _read(env, "PULSE_SECURE_COOKIE", _flag, False),
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -140,14 +169,40 @@ def async_mode(env: Mapping[str, str] = os.environ) -> str:
     return mode
 
 
-def secret_from_env(env: Mapping[str, str]) -> str:
-    """The server's signing secret: PULSE_SECRET_KEY, else derived from PULSE_TOKEN (as the server does)."""
-    if env.get("PULSE_SECRET_KEY"):
-        return env["PULSE_SECRET_KEY"]
+MIN_KEY_LENGTH = 32
+
+
+def _master_key(env: Mapping[str, str]) -> bytes:
+    """PULSE_SECRET_KEY, else a key derived from PULSE_TOKEN: only the Pulse servers hold it."""
+    secret = env.get("PULSE_SECRET_KEY") or ""
+    if secret:
+        if len(secret) < MIN_KEY_LENGTH:
+            raise ConfigError(f"PULSE_SECRET_KEY must be a random string of at least {MIN_KEY_LENGTH} "
+                              "characters: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return secret.encode()
     token = env.get("PULSE_TOKEN") or ""
     if not token:
-        raise ConfigError("set PULSE_SECRET_KEY or PULSE_TOKEN to the Pulse server's value to mint tokens")
-    return hmac.new(token.encode(), b"pulse-session-key", hashlib.sha256).hexdigest()
+        raise ConfigError("set PULSE_GRANT_KEY (or, on a Pulse server, PULSE_TOKEN) to mint tokens")
+    return _derive(token.encode(), b"pulse master key").encode()
+
+
+def _derive(key: bytes, purpose: bytes) -> str:
+    return hmac.new(key, purpose, hashlib.sha256).hexdigest()
+
+
+def grant_key_from_env(env: Mapping[str, str] = os.environ) -> str:
+    """The key that signs per-task and group tokens, and nothing else: what a host app holds.
+
+    PULSE_GRANT_KEY, else derived one-way from the servers' master key (PULSE_SECRET_KEY, else
+    PULSE_TOKEN) as the server derives it; ``pulse --print-grant-key`` prints that value.
+    """
+    grant_key = env.get("PULSE_GRANT_KEY") or ""
+    if grant_key:
+        if len(grant_key) < MIN_KEY_LENGTH:
+            raise ConfigError(f"PULSE_GRANT_KEY must be a random string of at least {MIN_KEY_LENGTH} "
+                              "characters")
+        return grant_key
+    return _derive(_master_key(env), b"pulse task and group grants")
 
 
 def _duration(raw: str) -> float:

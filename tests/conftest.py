@@ -5,6 +5,8 @@ Logs go to test-artifacts/ so a CI failure can be read afterwards.
 """
 
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -26,7 +28,8 @@ from pulse.server.model.results import use_lookup_only_backend
 from tasks.celery import make_celery
 from tasks.demo import LAUNCHABLE
 
-from .rabbitmq import start_rabbitmq, unavailable
+from .rabbitmq import start_rabbitmq
+from .rabbitmq import unavailable as rabbitmq_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -37,6 +40,15 @@ def demo_server(env: dict[str, str]):
     """The server (Flask app) for the demo project's Celery app, built from ``env``."""
     env = {"PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE), **env}
     return create_app(make_celery(env), env)
+
+
+def log_in(client, token: str, base: str = "", **kwargs):
+    """Log ``client`` (a Flask test client or a requests.Session) in through the login form, as a
+    browser does: the form's CSRF token first, then the token. Returns the POST's response."""
+    form = client.get(base + "/login", **kwargs)
+    csrf = re.search(r'id="login-form".*?name="csrf_token" value="([^"]*)"', form.text, re.S)
+    assert csrf, f"the login page has no csrf_token field: {form.text[:300]!r}"
+    return client.post(base + "/login", data={"token": token, "csrf_token": csrf.group(1)}, **kwargs)
 
 
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -93,17 +105,20 @@ def _log(name: str):
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    port = devstack.free_port()
+    port, password = devstack.free_port(), secrets.token_urlsafe(16)
     log = _log("redis")
-    proc = devstack.start_redis(port, tmp_path_factory.mktemp("redis"), log=log)
-    yield f"redis://127.0.0.1:{port}/0"
+    # With a password, as `make run`'s: every process the tests start must get it through REDIS_URL.
+    proc = devstack.start_redis(port, tmp_path_factory.mktemp("redis"), log=log, password=password)
+    yield devstack.redis_url(port, password)
     devstack.stop(proc)
     log.close()
 
 
 def server_env(redis_url: str, port: int, **extra: str) -> dict[str, str]:
-    return dict(os.environ, REDIS_URL=redis_url, PULSE_TOKEN=TOKEN, PORT=str(port),
-                HOST="127.0.0.1", **{"PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE), **extra})
+    # Tests send wrong credentials on purpose, all from 127.0.0.1; the throttle's tests lower it.
+    return dict(os.environ, REDIS_URL=redis_url, PORT=str(port), HOST="127.0.0.1",
+                **{"PULSE_TOKEN": TOKEN, "PULSE_LAUNCH_ALLOW": ",".join(LAUNCHABLE),
+                   "PULSE_AUTH_ATTEMPTS": "100000", **extra})
 
 
 @pytest.fixture(scope="session")
@@ -213,9 +228,18 @@ def producer(stack) -> Iterator:
         yield app
 
 
+def unavailable(reason: str) -> None:
+    """Skip the test with ``reason``; under CI=true fail it instead, so a run that tested
+    nothing of a kind cannot pass."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)
+
+
 # Browser fixtures: Debian's Chromium, driven headless through Playwright (never its downloads);
-# every browser test is skipped, with the reason, when it is missing.
-CHROMIUM = "/usr/bin/chromium"
+# every browser test is skipped, with the reason, when it is missing (under CI=true: fails).
+# PULSE_TEST_CHROMIUM points elsewhere (tests/unit/test_browser_gate.py points at nothing).
+CHROMIUM = os.environ.get("PULSE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -245,7 +269,7 @@ class JsErrors:
 @pytest.fixture(scope="session")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+        unavailable(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -278,11 +302,9 @@ def rabbitmq_url() -> Iterator[str]:
 
     Skipped, with the reason, when this machine cannot run one; under CI=true that is a failure.
     """
-    reason = unavailable()
+    reason = rabbitmq_unavailable()
     if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
+        unavailable(reason)
     devstack_artifacts = devstack.ROOT / "test-artifacts"
     devstack_artifacts.mkdir(exist_ok=True)
     # Not under pytest's tmp_path: its parents are root-only (0700), the rabbitmq user must enter.

@@ -1,21 +1,22 @@
 """Per-task tokens: signed, expiring grants to read one task (or one group) and nothing else.
 
 A host application mints one when it launches a task for its user and hands it to the page
-that shows the widget; it needs only the Pulse server's secret, not the server:
+that shows the widget; it needs only the grant key (``PULSE_GRANT_KEY``), not the server, and
+that key signs grants and nothing else (sessions are signed with a key only the servers hold):
 
-    from pulse import mint_token, secret_from_env
-    token = mint_token(secret_from_env(os.environ), task_id=result.id, ttl=3600)
+    from pulse import grant_key_from_env, mint_token
+    token = mint_token(grant_key_from_env(os.environ), task_id=result.id, ttl=3600)
 
-Signed with itsdangerous; the Pulse server checks the signature, the expiry and revocation.
+Signed with itsdangerous; the Pulse server checks the signature, the expiry and revocation, and
+bounds what the host wrote: an issue time ahead of its own clock is refused, a lifetime capped.
 """
 
+import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from itsdangerous import BadSignature, URLSafeSerializer
-
-from pulse.settings import secret_from_env  # noqa: F401 - minting needs the server's secret
 
 SALT = "pulse-task-token"
 MAX_TTL = 7 * 86400
@@ -24,9 +25,10 @@ MAX_TTL = 7 * 86400
 class TokenError(Exception):
     """A token that grants nothing; ``status`` is 401 (bad or expired) or 403 (revoked, out of scope)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, forged: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.forged = forged  # not signed with the grant key: a guess, which the server counts
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,29 @@ def mint_token(secret: str, task_id: str | None = None, group_id: str | None = N
     return URLSafeSerializer(secret, salt=SALT).dumps(payload), payload["exp"]
 
 
-def read_token(secret: str, token: str, now: float | None = None) -> Grant:
-    """The grant a token carries; raises TokenError for a tampered, malformed or expired one."""
+def read_token(secret: str, token: str, now: float | None = None, skew: float | None = None,
+               max_ttl: float = MAX_TTL) -> Grant:
+    """The grant a token carries; raises TokenError for a tampered, malformed or expired one.
+
+    ``skew`` (the server's) refuses an issue time more than that ahead of ``now``, and the
+    grant ends ``max_ttl`` after its issue time whatever expiry it names.
+    """
     try:
         payload = URLSafeSerializer(secret, salt=SALT).loads(token)
         grant = Grant(task_id=payload.get("t"), group_id=payload.get("g"), cancel=bool(payload["c"]),
                       issued_at=float(payload["iat"]), expires_at=float(payload["exp"]),
                       token_id=str(payload["jti"]))
+        if not (math.isfinite(grant.issued_at) and math.isfinite(grant.expires_at)):
+            raise ValueError("times must be finite")
     except (BadSignature, KeyError, TypeError, ValueError, AttributeError):
-        raise TokenError(401, "invalid token: not signed by this Pulse server, or damaged") from None
+        raise TokenError(401, "invalid token: not signed by this Pulse server, or damaged",
+                         forged=True) from None
+    now = time.time() if now is None else now
+    if skew is not None and grant.issued_at > now + skew:
+        raise TokenError(401, f"token issued {grant.issued_at - now:.0f} s in the future: the clock of "
+                              "the application that minted it is ahead of the Pulse server's")
+    if grant.expires_at > grant.issued_at + max_ttl:  # so that a socket holding it lapses then too
+        grant = replace(grant, expires_at=grant.issued_at + max_ttl)
     if grant.expired(now):
         raise TokenError(401, "token expired: ask the application for a new one")
     return grant

@@ -12,7 +12,8 @@ Families, as ``<prefix><name>``:
 - ``chord:<group id>`` a chord's body, ``unitmax:<id>`` a unit's highest progress shown;
 - ``goal:<goal>`` a goal's current task, ``goal-lock:<goal>`` the lock taken to launch it;
 - ``tokrev:<scope>`` the token revocation cut-off of a task or group;
-- ``login-failures:<address>:<minute>`` failed logins of a client in that minute;
+- ``auth-failures:<address>:<minute>`` failed credential checks of a client in that minute;
+- ``session:<id>`` a login session (a string: its role and credential fingerprint);
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
 
 The Lua scripts build some of these from the prefix themselves, with the same spelling:
@@ -95,9 +96,13 @@ class Keys:
         """The time before which every token of a task or group (``scope``) is revoked."""
         return f"{self.prefix}tokrev:{scope}"
 
-    def login_failures(self, address: str, minute: int) -> str:
-        """The count of failed logins from ``address`` in ``minute`` (Unix time // 60)."""
-        return f"{self.prefix}login-failures:{address}:{minute}"
+    def auth_failures(self, address: str, minute: int) -> str:
+        """The count of failed credential checks from ``address`` in ``minute`` (Unix time // 60)."""
+        return f"{self.prefix}auth-failures:{address}:{minute}"
+
+    def session(self, session_id: str) -> str:
+        """A login session: gone once it was ended (logout) or expired."""
+        return f"{self.prefix}session:{session_id}"
 
     def throughput(self, minute: int) -> str:
         """The hash of finished and failed counts in ``minute`` (Unix time // 60)."""

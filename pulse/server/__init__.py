@@ -19,7 +19,8 @@ from pulse.agent.install import install
 from pulse.record.registry import retry_once
 from pulse.server.http import api, auth, commands, embed, middleware, pages, security
 from pulse.server.http.metrics import Metrics
-from pulse.server.http.throttle import LoginThrottle
+from pulse.server.http.sessions import Sessions
+from pulse.server.http.throttle import AuthThrottle
 from pulse.server.ingest.monitor import Monitor
 from pulse.server.ingest.notices import Notices
 from pulse.server.model.actions import Actions
@@ -34,7 +35,7 @@ from pulse.server.model.workers import worker_json
 from pulse.server.push import live
 from pulse.server.push.packets import SafePacket
 from pulse.server.push.waiters import Waiters
-from pulse.server.upkeep.lapses import TokenLapses
+from pulse.server.upkeep.lapses import Lapses
 from pulse.server.upkeep.maintenance import Maintenance
 from pulse.settings import load_config
 
@@ -55,6 +56,8 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     registry = agent.registry
     socketio = SocketIO(app, async_mode=config["ASYNC_MODE"],
                         cors_allowed_origins=embed.socket_origins(config["EMBED_ORIGINS"]),
+                        # Embedding pages connect with a per-task token, never with cookies.
+                        cors_credentials=False,
                         max_http_buffer_size=config["MAX_SOCKET_MESSAGE"], serializer=SafePacket)
     metrics = Metrics()
     store = TaskStore(registry, celery_app)
@@ -109,11 +112,13 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
                                       interval=config["MAINTENANCE_INTERVAL"],
                                       prune_every=config["PRUNE_INTERVAL"],
                                       consumers_every=config["WORKER_CHECK_INTERVAL"]),
-        # A per-task token that expires or is revoked ends the live feed of sockets holding it.
-        pulse_lapses=TokenLapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
-                                 interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),
+        # A per-task token that expires or is revoked, or a login session that ends, ends the live
+        # feed of the sockets it opened.
+        pulse_lapses=Lapses(registry, lambda sid: socketio.server.disconnect(sid, namespace="/"),
+                            interval=config["TOKEN_RECHECK_INTERVAL"], on_lapse=metrics.lapsed.inc),
         pulse_audit=(audit := AuditLog(registry.client, registry.keys)),
-        pulse_login_throttle=LoginThrottle(registry.client, registry.keys, config["LOGIN_ATTEMPTS"]),
+        pulse_auth_throttle=AuthThrottle(registry.client, registry.keys, config["AUTH_ATTEMPTS"]),
+        pulse_sessions=Sessions(registry.client, registry.keys, config["SESSION_LIFETIME"]),
         pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use

@@ -5,11 +5,14 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 
 import click
 from celery import Celery
 from flask import Flask
 
+from pulse.server.http.connections import Limits, RequestsInFlight, serve_guarded
+from pulse.server.push.transport import ConnectDeadline
 from pulse.settings import ConfigError
 
 from . import create_app, start_background
@@ -40,6 +43,7 @@ def serve_forever(celery_app: Celery, env: Mapping[str, str]) -> None:
         app = create_app(celery_app, env)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    limit_connections(app)
     # Everything loaded so far (Flask, Celery, eventlet, ...) lives as long as the process: keep
     # it out of the collector's full passes, which otherwise stall the server for tens of ms.
     gc.freeze()
@@ -53,18 +57,36 @@ def serve_forever(celery_app: Celery, env: Mapping[str, str]) -> None:
                                        allow_unsafe_werkzeug=True)  # Werkzeug serves threading mode
 
 
-def serve_eventlet(app: Flask, host: str, port: int) -> None:
-    """What ``SocketIO.run`` does under eventlet, with TCP_NODELAY on every connection.
+def limit_connections(app: Flask) -> None:
+    """The bounds of ``pulse.server.http.connections`` that live above the HTTP server: Engine.IO
+    sessions that never connect are closed; behind proxies (or in the threading mode, where
+    Werkzeug accepts) the requests in flight per client address are bounded."""
+    config = app.config
+    socketio = app.extensions["socketio"]
+    ConnectDeadline(socketio.server, config["CONNECT_TIMEOUT"]).install()
+    hops = config["PROXY_HOPS"]
+    if config["MAX_CONNECTIONS_PER_ADDRESS"] and (hops or config["ASYNC_MODE"] != "eventlet"):
+        app.wsgi_app = RequestsInFlight(app.wsgi_app, config["MAX_CONNECTIONS_PER_ADDRESS"], hops)
 
-    Without it the last segment of a response waits for the client's delayed ACK on a
+
+def serve_eventlet(app: Flask, host: str, port: int) -> None:
+    """What ``SocketIO.run`` does under eventlet, with TCP_NODELAY on every connection, within
+    the connection bounds (``pulse.server.http.connections``).
+
+    Without TCP_NODELAY the last segment of a response waits for the client's delayed ACK on a
     keep-alive connection: about 40 ms on every task list (accepted sockets inherit the option).
     Request lines up to 64 KiB (eventlet's default is 8 KiB): a list filter of 1000 characters
     percent-encodes to up to 12 KB, and Pulse's own 400 names the filter that is too long, where
-    eventlet would answer a bare 414.
+    eventlet would answer a bare 414. A backlog of 2,048 (eventlet's is 50): a burst of
+    connections, refused or not, does not make other clients' SYNs wait for a retry.
     """
     import eventlet
-    import eventlet.wsgi
 
-    listener = eventlet.listen((host, port))
+    config = app.config
+    limits = Limits.from_config(config)
+    if config["PROXY_HOPS"]:
+        # Every connection comes from a proxy: RequestsInFlight bounds each forwarded address.
+        limits = replace(limits, per_address=0)
+    listener = eventlet.listen((host, port), backlog=2048)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    eventlet.wsgi.server(listener, app, log_output=False, url_length_limit=64 * 1024)
+    serve_guarded(app, listener, limits, log_output=False, url_length_limit=64 * 1024)

@@ -134,14 +134,16 @@ export function confirmAction(title, message) {
 // The live connection. `onSync(socket)` runs on every (re)connection and whenever the server's
 // event stream comes back, so a page resubscribes and redraws from a fresh snapshot and no bar
 // stays stale after an outage (of the server or of Redis). The indicator in the header says
-// live / disconnected / event stream lost.
+// live / disconnected / event stream lost. WebSocket only, never long-polling: no sticky sessions
+// behind a balancer, and the browser sends its Origin on every handshake, which the server needs
+// before it believes the session cookie (README, Socket.IO).
 export function connectLive(onSync) {
   const indicator = document.getElementById('connection');
   const show = (state, text) => {
     indicator.dataset.state = state;
     indicator.textContent = text;
   };
-  const socket = io({transports: ['websocket', 'polling']});  // eslint-disable-line no-undef
+  const socket = io({transports: ['websocket']});  // eslint-disable-line no-undef
   socket.on('connect', () => {
     show('live', 'live');
     onSync(socket);

@@ -22,7 +22,8 @@ from celery import chain, group
 from playwright.sync_api import Page, expect
 
 from pulse import devstack
-from pulse.agent.tokens import mint_token, secret_from_env
+from pulse.agent.tokens import mint_token
+from pulse.settings import grant_key_from_env
 from tests.conftest import ARTIFACTS, ROOT, Stack, own_server, wait_until
 
 from .conftest import TIMEOUT_MS
@@ -113,8 +114,10 @@ def embed(redis_url, worker) -> Iterator[Embed]:
     """Pulse with PULSE_EMBED_ORIGINS naming the host site, and the host site itself."""
     host = HostServer(devstack.free_port())
     try:
+        # A host clock may run 1 s ahead here (not 30): a revocation covers what is minted in that
+        # second too, and the tests below mint anew right after one.
         with own_server(redis_url, "web-embed", PULSE_EMBED_ORIGINS=host.origin,
-                        PULSE_TOKEN_RECHECK_INTERVAL="1") as (_, pulse):
+                        PULSE_TOKEN_RECHECK_INTERVAL="1", PULSE_GRANT_SKEW="1") as (_, pulse):
             yield Embed(pulse, host)
     finally:
         host.close()
@@ -239,7 +242,7 @@ def test_a_token_reads_its_own_task_only(embed):
     task_b = pulse.launch("tasks.demo.count", total=2, delay=0.01)
     pulse.wait_for(task_a, "finished")
     pulse.wait_for(task_b, "finished")
-    secret = secret_from_env(pulse.env)
+    secret = grant_key_from_env(pulse.env)
     token_a, expires_at = mint_token(secret, task_id=task_a, ttl=600)  # the host application's way
     assert expires_at > time.time() + 500
 
@@ -298,6 +301,7 @@ def test_a_revoked_token_is_refused(embed):
     assert response.status_code == 200, response.text
     assert pulse.api("GET", f"/api/tasks/{task_id}", token=token).status_code == 403
     assert_socket_refused(pulse, token, task_id)
+    time.sleep(1.1)  # past PULSE_GRANT_SKEW: the revocation covers that much of the future
     fresh = task_token(pulse, task_id)  # a token minted after the revocation works
     assert pulse.api("GET", f"/api/tasks/{task_id}", token=fresh).status_code == 200
 

@@ -17,13 +17,14 @@ import pytest
 import requests
 import socketio
 
-from pulse.agent.tokens import mint_token, secret_from_env
+from pulse.agent.tokens import mint_token
 from pulse.record.registry import Registry
 from pulse.server.http.grants import revoke_all
 from pulse.server.model.taskjson import PUBLIC_FIELDS
+from pulse.settings import grant_key_from_env
 from tests.conftest import demo_server
 
-from ..conftest import ARTIFACTS, TOKEN, Stack, db_url, flush_db, own_server, wait_until
+from ..conftest import ARTIFACTS, TOKEN, Stack, db_url, flush_db, log_in, own_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,8 @@ CREDENTIALS = {
 
 # {A}, {G}, {goal}: task A (task B for the tB and cB columns), group G, a goal naming A.
 # A-is: the status A (and B) have, so that what the operator asks is possible (200, 202).
-# POST /login sends the operator token in its form: anyone holding it may log in.
+# POST /login sends the operator token in its form, with the form's CSRF token: anyone holding it
+# may log in. /embed/{A} takes its token from the URL only, and only a grant for A.
 # HEAD answers as GET does, for every GET row.
 HTTP = """
 method path                       A-is nil jnk op  op? opS oS- vw  vwS tA  tA? tB  cA  cB  gG  exp rev frg
@@ -63,7 +65,7 @@ GET    /healthz                   -    200 200 200 200 200 200 200 200 200 200 2
 GET    /api/openapi.json          -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
 GET    /static/js/common.js       -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
 GET    /widget.js                 -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
-GET    /embed/{A}                 run  200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
+GET    /embed/{A}                 run  401 401 401 401 401 401 401 401 401 200 401 401 401 401 401 401 401
 GET    /login                     -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
 POST   /login                     -    302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302 302
 POST   /logout                    -    302 302 302 302 302 403 302 302 302 302 302 302 302 302 302 302 302
@@ -185,7 +187,7 @@ def task_token(secret: str, registry: Registry, credential: str, ids: dict[str, 
         return mint_token(secret, task_id=ids["A"], ttl=60, now=time.time() - 120)[0]
     token = mint_token(secret, task_id=ids["A"], cancel=credential in ("cA", "cB"))[0]
     if credential == "rev":
-        revoke_all(registry, ids["A"])
+        revoke_all(registry, ids["A"], skew=30)
     return token
 
 
@@ -198,7 +200,7 @@ def matrix_app(redis_url):
     flush_db(url)
     app = demo_server({"PULSE_TOKEN": TOKEN, "PULSE_VIEWER_TOKEN": VIEWER, "REDIS_URL": url,
                       "PULSE_ASYNC_MODE": "threading", "PULSE_EMBED_ORIGINS": EMBED_ORIGIN,
-                      "PULSE_REGISTRY_PREFIX": "matrix:"})
+                      "PULSE_REGISTRY_PREFIX": "matrix:", "PULSE_AUTH_ATTEMPTS": "100000"})
     yield app
     flush_db(url)  # the launches and replays it queued: no worker consumes this database
 
@@ -207,7 +209,7 @@ def http_credential(app, credential: str, ids: dict[str, str]):
     """(test client, headers, query string) carrying ``credential``."""
     client = app.test_client()
     if credential in ("opS", "oS-", "vwS"):
-        login = client.post("/login", data={"token": VIEWER if credential == "vwS" else TOKEN})
+        login = log_in(client, VIEWER if credential == "vwS" else TOKEN)
         assert login.status_code == 302
         with client.session_transaction() as session:
             csrf = session["csrf"]
@@ -216,7 +218,7 @@ def http_credential(app, credential: str, ids: dict[str, str]):
         return client, {}, {"token": TOKEN}
     bearer = {"nil": None, "jnk": "not-a-token", "op": TOKEN, "vw": VIEWER}.get(credential)
     if credential in TASK_TOKENS:
-        bearer = task_token(app.config["SECRET_KEY"], app.extensions["pulse_registry"], credential, ids)
+        bearer = task_token(app.config["GRANT_KEY"], app.extensions["pulse_registry"], credential, ids)
     if credential == "tA?":
         return client, {}, {"token": bearer}
     return client, {"Authorization": f"Bearer {bearer}"} if bearer else {}, {}
@@ -235,8 +237,10 @@ def http_cell(app, row: Row, credential: str) -> int:
     path = row.path.format(A=target, G=ids["G"], goal=ids["goal"])
     client, headers, query = http_credential(app, credential, ids)
     body: dict[str, Any] = {}
-    if row.path == "/login":
-        body["data"] = {"token": TOKEN}
+    if row.path == "/login" and row.method == "POST":
+        form = client.get("/login", headers=headers).text.split('id="login-form"')[1]
+        csrf = form.split('name="csrf_token" value="')[1].split('"')[0]
+        body["data"] = {"token": TOKEN, "csrf_token": csrf}
     elif row.path == "/api/tasks" and row.method == "POST":
         body["json"] = {"name": "tasks.demo.count", "kwargs": {"total": 1}}
     response = client.open(path, method=row.method, headers=headers, query_string=query, **body)
@@ -283,7 +287,11 @@ def matrix_server(redis_url) -> Stack:
 
 
 def session_cookie(stack: Stack, token: str, **headers: str) -> requests.Response:
-    response = requests.post(stack.base_url + "/login", data={"token": token}, headers=headers,
+    # The login form's cookie by hand: requests keeps a Secure one (behind the HTTPS proxy) to itself.
+    form = requests.get(stack.base_url + "/login", headers=headers, timeout=10)
+    csrf = form.text.split('id="login-form"')[1].split('name="csrf_token" value="')[1].split('"')[0]
+    response = requests.post(stack.base_url + "/login", data={"token": token, "csrf_token": csrf},
+                             headers={**headers, "Cookie": f"pulse_session={form.cookies['pulse_session']}"},
                              allow_redirects=False, timeout=10)
     assert response.status_code == 302, response.text
     return response
@@ -315,7 +323,7 @@ def socket_row(stack: Stack, credential: str, origin: str) -> list[str]:
     elif credential != "nil":
         tokens = {"jnk": "not-a-token", "op": TOKEN, "vw": VIEWER}
         auth = {"token": tokens.get(credential) or
-                task_token(secret_from_env(stack.env), registry, credential.removesuffix("+rev"), ids)}
+                task_token(grant_key_from_env(stack.env), registry, credential.removesuffix("+rev"), ids)}
     origins = {"own": stack.base_url, "embed": EMBED_ORIGIN, "other": OTHER_ORIGIN}
     try:
         client = connect(stack, origins[origin], auth, headers)
@@ -323,7 +331,7 @@ def socket_row(stack: Stack, credential: str, origin: str) -> list[str]:
         return ["no"]
     try:
         if credential.endswith("+rev"):
-            revoke_all(registry, ids["A"])
+            revoke_all(registry, ids["A"], skew=30)
         payloads = [{"dashboard": True}, {"task": ids["A"]}, {"task": ids["B"]}, {"group": ids["G"]}]
         answers = [client.call("subscribe", payload, timeout=10) for payload in payloads]
         left = [client.call("unsubscribe", payload, timeout=10) for payload in payloads]
@@ -342,7 +350,7 @@ def test_unsubscribing_stops_the_pushes(matrix_server):
     """Token holders are in rooms of their own (public view): unsubscribe must leave those too."""
     stack, registry = matrix_server, matrix_server.celery.pulse.registry
     ids = seed(registry, "running")
-    secret = secret_from_env(stack.env)
+    secret = grant_key_from_env(stack.env)
     tokens = {"task": mint_token(secret, task_id=ids["A"])[0],
               "group": mint_token(secret, group_id=ids["G"])[0]}
     received: dict[tuple[str, bool], list] = {}
@@ -370,7 +378,7 @@ def test_a_socket_whose_token_lapses_is_disconnected(redis_url):
     """Revoked (through the API) or expired after connecting: the server ends the live feed."""
     url = db_url(redis_url, DB)
     with own_server(url, "web-lapses", PULSE_TOKEN_RECHECK_INTERVAL="0.5") as (_proc, stack):
-        registry, secret = stack.celery.pulse.registry, secret_from_env(stack.env)
+        registry, secret = stack.celery.pulse.registry, grant_key_from_env(stack.env)
         ids = seed(registry, "running")
         tokens = {"revoked": mint_token(secret, task_id=ids["A"])[0],
                   "expiring": mint_token(secret, task_id=ids["B"], ttl=3)[0],
@@ -429,7 +437,7 @@ def test_without_the_proxy_setting_forwarded_headers_change_nothing(redis_url):
             connect(stack, f"https://{PROXIED}", headers={
                 "Cookie": f"pulse_session={response.cookies['pulse_session']}", **forwarded(https=True)})
         ids = seed(stack.celery.pulse.registry, "running")
-        token = mint_token(secret_from_env(stack.env), task_id=ids["A"])[0]
+        token = mint_token(grant_key_from_env(stack.env), task_id=ids["A"])[0]
         assert requests.get(f"{stack.base_url}/api/tasks/{ids['A']}", params={"token": token},
                             timeout=10).status_code == 200
         log = Path(ARTIFACTS / "web-access-threading.log")

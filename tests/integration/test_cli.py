@@ -89,3 +89,19 @@ def test_pulse_refuses_to_start_with_a_clear_message(args, says, tmp_path):
     done = subprocess.run([str(BIN / "pulse"), *args, "--port", str(devstack.free_port())], cwd=tmp_path,
                           env=clean_env(0), capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and says in done.stderr, done.stderr
+
+
+def test_pulse_prints_the_grant_key_host_apps_need(tmp_path):
+    """The key that mints widget tokens and nothing else: what the server derives, never the master."""
+    from pulse.settings import grant_key_from_env, load_config
+
+    master = "master-key-for-the-cli-test-0123456789"
+    done = subprocess.run([str(BIN / "pulse"), "--print-grant-key"], cwd=tmp_path, capture_output=True,
+                          env=clean_env(0, PULSE_SECRET_KEY=master), text=True, timeout=60)
+    printed = done.stdout.strip()
+    assert done.returncode == 0 and printed == grant_key_from_env({"PULSE_SECRET_KEY": master})
+    server = load_config({"PULSE_TOKEN": TOKEN, "PULSE_SECRET_KEY": master})
+    assert printed == server["GRANT_KEY"] and printed not in (master, server["SECRET_KEY"])
+    short = subprocess.run([str(BIN / "pulse"), "--print-grant-key"], cwd=tmp_path, capture_output=True,
+                           env=clean_env(0, PULSE_SECRET_KEY="short"), text=True, timeout=60)
+    assert short.returncode != 0 and "PULSE_SECRET_KEY must be" in short.stderr

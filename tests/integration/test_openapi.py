@@ -32,7 +32,7 @@ from pulse.record.statuses import STATUSES
 from pulse.server.model.taskjson import record_json, unknown_json
 from tests.conftest import demo_server
 
-from ..conftest import TOKEN
+from ..conftest import TOKEN, log_in
 
 pytestmark = pytest.mark.integration
 
@@ -275,8 +275,7 @@ def test_refusals_answer_as_documented(stack):
 
     # A browser session: mutating calls need the session's CSRF token (403 without it).
     session = requests.Session()
-    assert session.post(f"{stack.base_url}/login", data={"token": stack.token}, allow_redirects=False,
-                        timeout=10).status_code == 302
+    assert log_in(session, stack.token, stack.base_url, allow_redirects=False, timeout=10).status_code == 302
     response = session.post(f"{stack.base_url}/api/tasks/{missing}/skip", timeout=10)
     assert response.status_code == 403
     assert_documented("POST", one + "/skip", response)

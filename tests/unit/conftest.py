@@ -8,7 +8,7 @@ import redis
 from pulse.record.registry import Registry
 from tests.conftest import demo_server
 
-from ..conftest import TOKEN
+from ..conftest import TOKEN, log_in
 
 
 @pytest.fixture
@@ -31,6 +31,8 @@ def registry(redis_url):
 def app(redis_url):
     # A registry of its own per test: the unit database is shared by every unit test.
     return demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "PULSE_ASYNC_MODE": "threading",
+                        # Tests send wrong credentials on purpose; the throttle's own tests lower it.
+                        "PULSE_AUTH_ATTEMPTS": "100000",
                        "PULSE_REGISTRY_PREFIX": f"u{uuid.uuid4().hex[:10]}:"})
 
 
@@ -47,7 +49,7 @@ def auth_headers():
 @pytest.fixture
 def logged_in(client):
     """A test client with an operator session; returns (client, csrf token)."""
-    response = client.post("/login", data={"token": TOKEN})
+    response = log_in(client, TOKEN)
     assert response.status_code == 302
     with client.session_transaction() as session:
         return client, session["csrf"]

@@ -71,7 +71,8 @@ def test_launch_with_the_broker_down_is_503(redis_url):
 
     from ..conftest import TOKEN
 
-    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": "redis://127.0.0.1:1/0",
+    # The registry's Redis is up (credentials are checked there), the broker is not.
+    app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": redis_url, "BROKER_URL": "redis://127.0.0.1:1/0",
                       "PULSE_ASYNC_MODE": "threading"})
     response = app.test_client().post("/api/tasks", json={"name": "tasks.demo.count"},
                                       headers={"Authorization": f"Bearer {TOKEN}"})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pulse.settings import ConfigError, load_config
+from pulse.settings import ConfigError, grant_key_from_env, load_config
 
 TOKEN = "x" * 20
 
@@ -14,10 +14,29 @@ def test_defaults():
     assert config["PUSH_INTERVAL"] == 0.1
 
 
-def test_secret_key_follows_the_token_unless_set():
+def test_keys_follow_the_master_key_one_per_purpose():
     first, second = load_config({"PULSE_TOKEN": TOKEN}), load_config({"PULSE_TOKEN": "y" * 20})
-    assert first["SECRET_KEY"] != second["SECRET_KEY"]
-    assert load_config({"PULSE_TOKEN": TOKEN, "PULSE_SECRET_KEY": "s"})["SECRET_KEY"] == "s"
+    assert first["SECRET_KEY"] != second["SECRET_KEY"] and first["GRANT_KEY"] != second["GRANT_KEY"]
+    master = "m" * 32
+    keyed = load_config({"PULSE_TOKEN": TOKEN, "PULSE_SECRET_KEY": master})
+    # Neither key is the master itself, and the two differ: the grant key opens no session.
+    assert master not in (keyed["SECRET_KEY"], keyed["GRANT_KEY"])
+    assert keyed["SECRET_KEY"] != keyed["GRANT_KEY"]
+    assert keyed["GRANT_KEY"] == grant_key_from_env({"PULSE_SECRET_KEY": master})
+    own = load_config({"PULSE_TOKEN": TOKEN, "PULSE_GRANT_KEY": "g" * 32})
+    assert own["GRANT_KEY"] == "g" * 32 and own["SECRET_KEY"] == first["SECRET_KEY"]
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"PULSE_SECRET_KEY": "s" * 31}, "PULSE_SECRET_KEY"),
+    ({"PULSE_GRANT_KEY": "g" * 31}, "PULSE_GRANT_KEY"),
+    ({"PULSE_GRANT_KEY": "x" * 40, "PULSE_TOKEN": "x" * 40}, "PULSE_GRANT_KEY"),
+    ({"PULSE_GRANT_MAX_TTL": "0"}, "PULSE_GRANT_MAX_TTL"),
+    ({"PULSE_SESSION_LIFETIME": "forever"}, "PULSE_SESSION_LIFETIME"),
+])
+def test_keys_have_a_minimum_length_and_differ(env, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config({"PULSE_TOKEN": TOKEN, **env})
 
 
 @pytest.mark.parametrize(

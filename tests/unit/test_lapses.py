@@ -1,10 +1,10 @@
-"""Which sockets lose their live feed when a per-task token expires or is revoked (pulse/lapses.py)."""
+"""Which sockets lose their live feed: a per-task token expired or revoked, a session ended (lapses.py)."""
 
 import pytest
 
 from pulse.agent.tokens import Grant
 from pulse.server.http.grants import revoke_all
-from pulse.server.upkeep.lapses import TokenLapses
+from pulse.server.upkeep.lapses import Lapses
 
 
 def grant(task_id: str | None = None, group_id: str | None = None, issued_at: float = 1000.0,
@@ -16,7 +16,7 @@ def grant(task_id: str | None = None, group_id: str | None = None, issued_at: fl
 @pytest.fixture
 def lapses(app):
     gone: list[str] = []
-    watcher = TokenLapses(app.extensions["pulse_registry"], gone.append)
+    watcher = Lapses(app.extensions["pulse_registry"], gone.append)
     watcher.gone = gone
     return watcher
 
@@ -37,10 +37,10 @@ def test_revocation_cuts_tokens_issued_before_it_only(lapses):
     lapses.watch("before", grant("task-a", issued_at=1000.0))
     lapses.watch("other-task", grant("task-b", issued_at=1000.0))
     lapses.watch("group", grant(group_id="group-g", issued_at=1000.0))
-    cutoff = revoke_all(registry, "task-a")
+    cutoff = revoke_all(registry, "task-a", skew=0)
     lapses.watch("after", grant("task-a", issued_at=cutoff + 1))
     assert lapses.lapsed(now=2000.0) == ["before"]
-    revoke_all(registry, "group-g")
+    revoke_all(registry, "group-g", skew=0)
     assert sorted(lapses.lapsed(now=2000.0)) == ["before", "group"]
 
 
@@ -57,3 +57,15 @@ def test_a_socket_that_left_is_forgotten(lapses):
     lapses.forget("left")
     lapses.forget("never-seen")  # disconnects of operator sockets come here too
     assert lapses.sweep() == 0 and lapses.gone == []
+
+
+def test_a_socket_of_an_ended_session_lapses_with_the_tokens_in_one_mget(app, lapses):
+    sessions = app.extensions["pulse_sessions"]
+    kept, ended = sessions.open("operator", "mark"), sessions.open("viewer", "mark")
+    lapses.watch_session("kept", sessions.key(kept))
+    lapses.watch_session("ended", sessions.key(ended))
+    lapses.watch("expired", grant("task-a", expires_at=10.0))
+    assert lapses.lapsed(now=2000.0) == ["expired"]
+    sessions.end(ended)  # logout, on any server
+    assert sorted(lapses.lapsed(now=2000.0)) == ["ended", "expired"]
+    assert lapses.sweep() == 2 and set(lapses.sessions) == {"kept"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ..conftest import TOKEN
+from ..conftest import TOKEN, log_in
 
 
 def record(app, task_id):
@@ -34,8 +34,13 @@ def test_connection_without_a_token_is_refused(app, socketio):
 def test_connection_with_a_token_or_a_session(app, socketio):
     assert connect(app, socketio, auth={"token": TOKEN}).is_connected()
     client = app.test_client()
-    client.post("/login", data={"token": TOKEN})
-    assert connect(app, socketio, flask_test_client=client).is_connected()
+    log_in(client, TOKEN)
+    own = {"Origin": "http://localhost"}  # the test client's host
+    assert connect(app, socketio, flask_test_client=client, headers=own).is_connected()
+    # The same cookie on a handshake without an Origin (a <script> tag's) or from elsewhere: refused.
+    assert not connect(app, socketio, flask_test_client=client).is_connected()
+    assert not connect(app, socketio, flask_test_client=client,
+                       headers={"Origin": "http://app.localhost"}).is_connected()
 
 
 @pytest.mark.parametrize("payload", [None, "task", ["x"], {"task": "bad id!"}, {"task": 5}, {}])
@@ -205,13 +210,16 @@ def test_with_redis_unreachable_subscribe_gets_an_error_and_tokens_are_refused(c
     app = demo_server({"PULSE_TOKEN": TOKEN, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/1",
                       "PULSE_ASYNC_MODE": "threading"})
     socketio = app.extensions["socketio"]
+    # Credentials cannot be checked (nor their failures counted) without Redis: refused, no traceback.
+    assert not connect(app, socketio, auth={"token": TOKEN}).is_connected()
+    app.extensions["pulse_auth_throttle"].check = lambda address, failed: None  # to reach subscribe
     client = connect(app, socketio, auth={"token": TOKEN})
     for subscription in ({"task": "t-1"}, {"dashboard": True}):
         ack = client.emit("subscribe", subscription, callback=True)
         assert ack == {"error": "the server could not handle subscribe (ConnectionError); try again"}
     assert "Redis is unreachable" in caplog.text
     # A per-task token is checked against its revocations in Redis: unchecked, it is refused.
-    token = mint_token(app.config["SECRET_KEY"], task_id="t-1")[0]
+    token = mint_token(app.config["GRANT_KEY"], task_id="t-1")[0]
     assert not connect(app, socketio, auth={"token": token}).is_connected()
     assert not [r for r in caplog.records if r.exc_info]
 

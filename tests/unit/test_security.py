@@ -9,7 +9,7 @@ import pytest
 from pulse.settings import ConfigError
 from tests.conftest import demo_server
 
-from ..conftest import TOKEN
+from ..conftest import TOKEN, log_in
 
 
 @pytest.mark.parametrize("path", ["/login", "/", "/tasks", "/api/tasks", "/healthz", "/no-such-page",
@@ -49,7 +49,7 @@ FORWARDED_HTTPS = {"headers": {"X-Forwarded-Proto": "https"}}
 ], ids=["http", "https", "forged-proto", "trusted-proxy-https", "trusted-proxy-http", "forced"])
 def test_the_session_cookie_is_secure_behind_tls(redis_url, env, how, secure):
     client = make_app(redis_url, **env).test_client()
-    response = client.post("/login", data={"token": TOKEN}, **how)
+    response = log_in(client, TOKEN, **how)
     assert response.status_code == 302
     flags = cookie_flags(response)
     assert ("Secure" in flags) is secure
@@ -61,17 +61,17 @@ def test_the_session_cookie_is_secure_behind_tls(redis_url, env, how, secure):
 
 def failed_logins_from(app, addresses: list[str]) -> list[int]:
     client = app.test_client()
-    return [client.post("/login", data={"token": "wrong-token-0123456789"},
-                        headers={"X-Forwarded-For": address}).status_code for address in addresses]
+    return [log_in(client, "wrong-token-0123456789", headers={"X-Forwarded-For": address}).status_code
+            for address in addresses]
 
 
 def test_a_forged_x_forwarded_for_does_not_dodge_the_login_throttle(redis_url):
-    app = make_app(redis_url, PULSE_LOGIN_ATTEMPTS="2")
+    app = make_app(redis_url, PULSE_AUTH_ATTEMPTS="2")
     assert failed_logins_from(app, ["203.0.113.1", "203.0.113.2", "203.0.113.3"]) == [401, 401, 429]
 
 
 def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(redis_url):
-    app = make_app(redis_url, PULSE_LOGIN_ATTEMPTS="2", PULSE_PROXY_HOPS="1")
+    app = make_app(redis_url, PULSE_AUTH_ATTEMPTS="2", PULSE_PROXY_HOPS="1")
     # The proxy appends the address it saw: the last hop is the one to believe.
     statuses = failed_logins_from(app, ["203.0.113.1", "203.0.113.1", "198.51.100.9, 203.0.113.1",
                                         "203.0.113.2"])

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from pulse.agent.tokens import TokenError, mint_token, read_token, secret_from_env
+from pulse.agent.tokens import TokenError, mint_token, read_token
+from pulse.settings import grant_key_from_env
 from tests.conftest import demo_server
 
 from ..conftest import TOKEN
@@ -34,12 +35,12 @@ def registry(app):
 
 
 def mint(app, **kwargs):
-    return mint_token(app.config["SECRET_KEY"], **kwargs)[0]
+    return mint_token(app.config["GRANT_KEY"], **kwargs)[0]
 
 
-def test_the_host_app_mints_with_the_servers_secret(app):
-    secret = secret_from_env({"PULSE_TOKEN": TOKEN})
-    assert secret == app.config["SECRET_KEY"]
+def test_the_host_app_mints_with_the_grant_key(app):
+    secret = grant_key_from_env({"PULSE_TOKEN": TOKEN})
+    assert secret == app.config["GRANT_KEY"] != app.config["SECRET_KEY"]
     grant = read_token(secret, mint_token(secret, task_id="a", ttl=60, cancel=True)[0])
     assert (grant.task_id, grant.group_id, grant.cancel) == ("a", None, True)
     with pytest.raises(ValueError):
@@ -49,7 +50,7 @@ def test_the_host_app_mints_with_the_servers_secret(app):
 
 
 def test_expired_and_tampered_tokens(app):
-    secret = app.config["SECRET_KEY"]
+    secret = app.config["GRANT_KEY"]
     old = mint_token(secret, task_id="a", ttl=5, now=time.time() - 10)[0]
     with pytest.raises(TokenError, match="expired") as expired:
         read_token(secret, old)
@@ -92,15 +93,38 @@ def test_revoked_tokens_are_refused(app, registry):
     assert response.status_code == 200
     refused = client.get("/api/tasks/a", query_string={"token": token})
     assert refused.status_code == 403 and "revoked" in refused.get_json()["error"]
-    time.sleep(0.01)
-    assert client.get("/api/tasks/a", query_string={"token": mint(app, task_id="a")}).status_code == 200
+    cutoff = response.get_json()["revoked_before"]
+    # The cut-off lies PULSE_GRANT_SKEW ahead: what a host clock up to that far ahead minted
+    # before the revocation is revoked, and so is what is minted in those seconds after it.
+    assert cutoff >= time.time() + app.config["GRANT_SKEW"] - 5
+    for ahead in (0, 20):
+        token = mint(app, task_id="a", now=time.time() + ahead)
+        assert client.get("/api/tasks/a", query_string={"token": token}).status_code == 403
+    assert client.get("/api/tasks/a", query_string={"token": mint(app, task_id="a", now=cutoff + 0.5)}) \
+        .status_code == 401  # from the future, for now: after the skew it is good
+    later = mint(app, task_id="a", now=cutoff + 1)
+    assert read_token(app.config["GRANT_KEY"], later, now=cutoff + 1).task_id == "a"
+
+
+def test_a_host_clock_ahead_cannot_escape_revocation_or_the_lifetime_cap(app, registry):
+    """The server trusts neither the host's issue time nor its expiry beyond its own bounds."""
+    client = app.test_client()
+    ahead = mint(app, task_id="a", now=time.time() + 3600, ttl=600)  # minted "in an hour"
+    refused = client.get("/api/tasks/a", query_string={"token": ahead})
+    assert refused.status_code == 401 and "in the future" in refused.get_json()["error"]
+    # The cap on a grant's life: a 7-day grant minted 3 days ago, then the server caps grants at a day.
+    old = mint(app, task_id="a", ttl=7 * 86400, now=time.time() - 3 * 86400)
+    assert client.get("/api/tasks/a", query_string={"token": old}).status_code == 200
+    app.config["GRANT_MAX_TTL"] = 86400.0
+    expired = client.get("/api/tasks/a", query_string={"token": old})
+    assert expired.status_code == 401 and "expired" in expired.get_json()["error"]
 
 
 def test_minting_through_the_api(app, registry):
     client, headers = app.test_client(), {"Authorization": f"Bearer {TOKEN}"}
     answer = client.post("/api/tasks/a/token", json={"ttl": 60, "cancel": True}, headers=headers).get_json()
     assert answer["task"] == "a" and answer["expires_at"] > time.time() + 50
-    assert read_token(app.config["SECRET_KEY"], answer["token"]).cancel is True
+    assert read_token(app.config["GRANT_KEY"], answer["token"]).cancel is True
     assert client.post("/api/tasks/nope/token", headers=headers).status_code == 404
     assert client.post("/api/tasks/a/token", json={"ttl": 0}, headers=headers).status_code == 400
     assert client.post("/api/tasks/a/token").status_code == 401
@@ -162,7 +186,7 @@ def test_sockets_with_task_tokens(app, registry):
     assert client.emit("subscribe", {"task": "a"}, callback=True)["task"]["status"] == "running"
     assert "error" in client.emit("subscribe", {"task": "b"}, callback=True)
     assert "error" in client.emit("subscribe", {"dashboard": True}, callback=True)
-    expired = mint_token(app.config["SECRET_KEY"], task_id="a", ttl=1, now=time.time() - 5)[0]
+    expired = mint_token(app.config["GRANT_KEY"], task_id="a", ttl=1, now=time.time() - 5)[0]
     assert not socketio.test_client(app, auth={"token": expired}).is_connected()
     app.extensions["pulse_live"].task_changed(app.extensions["pulse_store"].get_json("a"))
     pushed = client.get_received()[0]["args"][0]
@@ -177,7 +201,7 @@ def test_a_foreign_origin_socket_needs_a_task_token(app, registry):
 
 
 def test_embed_page_is_framable_only_by_listed_origins(app, registry):
-    response = app.test_client().get("/embed/a?token=x")
+    response = app.test_client().get("/embed/a", query_string={"token": mint(app, task_id="a")})
     assert response.status_code == 200
     assert response.headers["Content-Security-Policy"].endswith(f"; frame-ancestors 'self' {ORIGIN}")
     assert "X-Frame-Options" not in response.headers

@@ -1,43 +1,57 @@
--- One page of task ids, walked from the best index, newest (or oldest) first.
--- KEYS: the index of all tasks, a scratch key, the filter groups' keys one group after the other,
---       then the name indexes whose name contains q.
--- ARGV: max score, min score, cursor score ('' = from the start), cursor id, limit, scan cap,
---       order ('desc' = newest first, 'asc' = oldest first), q ('' = none), the number of groups,
---       each group's number of keys, the number of name indexes.
+-- One stretch of a page of task ids, walked from the best index, newest (or oldest) first.
+-- KEYS: the index of all tasks, a scratch key, then the filter groups' index keys one group after
+--       the other.
+-- ARGV: max score, min score, cursor score ('' = from the start), cursor id, limit, cap (the work
+--       this call may do: 1 an index entry walked, plus the read cost for each record read), read
+--       cost, order ('desc' = newest first, 'asc' = oldest first), q ('' = none), the prefix of a
+--       record's key (the record of id X is that prefix .. X), the number of groups, then per group
+--       its record field and its values (one per key, in the keys' order), then the number of task
+--       names that contain q, and those names.
 -- A task matches when it is in at least one key of every group (a group is one filter: the
--- statuses asked for, a name, ...) and, with q, when its id contains q or it is in a name index.
+-- statuses asked for, a name, ...) and, with q, when its id contains q or its name is one of the
+-- names. The indexes are kept from the record's own fields (write.lua, prune.lua): a task is in
+-- i:<field>:<value> exactly when its record's <field> is <value>, so one HMGET of the record
+-- checks every filter and the name at once, however many statuses or names there are.
 -- Every index scores a task by the time it was first recorded, so any of them can drive the walk.
--- Returns {ids and scores flattened, resume score, resume id}; resume is '' when the scan cap
--- was not hit (the page is complete or the index is exhausted).
+-- Redis is also the broker, and a script holds it whole: a call stops once it has done ``cap``
+-- work (the caller goes on with more calls), so no call holds Redis long whatever the filters.
+-- Returns {ids and scores flattened, resume score, resume id, work done}; resume is '' unless the
+-- cap stopped the walk (else the page is complete or the index exhausted).
 local maxs, mins, cscore, cid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
-local asc, q = ARGV[7] == 'asc', ARGV[8]
+local limit, cap, read_cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local asc, q, record = ARGV[8] == 'asc', ARGV[9], ARGV[10]
 
-local groups, sizes, k = {}, {}, 3
-local ngroups = tonumber(ARGV[9])
+local groups, fields, allowed, sizes = {}, {}, {}, {}
+local k, a = 3, 12
+local ngroups = tonumber(ARGV[11])
 for g = 1, ngroups do
-  local keys, size = {}, 0
-  for i = 1, tonumber(ARGV[9 + g]) do
+  local keys, values, size = {}, {}, 0
+  fields[g] = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  for i = 1, n do
     keys[i] = KEYS[k]
+    values[ARGV[a + 1 + i]] = true
     size = size + redis.call('ZCARD', KEYS[k])
     k = k + 1
   end
-  if size == 0 then return {{}, '', ''} end
-  groups[g], sizes[g] = keys, size
+  a = a + 2 + n
+  if size == 0 then return {{}, '', '', 0} end
+  groups[g], allowed[g], sizes[g] = keys, values, size
 end
-local names = {}
-for i = 1, tonumber(ARGV[10 + ngroups]) do names[i] = KEYS[k + i - 1] end
+local names, nnames = {}, tonumber(ARGV[a])
+for i = 1, nnames do names[ARGV[a + i]] = true end
 
 -- The driver: the smallest one-key group, else all tasks. A group of several keys (statuses)
 -- that is smaller still is merged into the scratch key when merging its m entries costs less
--- than walking the other driver until limit matches turn up (about limit * n / m entries).
+-- than walking the other driver until limit matches turn up (about limit * n / m entries), and
+-- m is at most half this call's cap (the merge is not counted: it costs less than walking).
 local driver, driven, best = KEYS[1], 0, redis.call('ZCARD', KEYS[1])
 for g = 1, ngroups do
   if #groups[g] == 1 and sizes[g] < best then driver, driven, best = groups[g][1], g, sizes[g] end
 end
 local merged = false
 for g = 1, ngroups do
-  if #groups[g] > 1 and sizes[g] * sizes[g] < limit * best then
+  if #groups[g] > 1 and sizes[g] * sizes[g] < limit * best and 2 * sizes[g] <= cap then
     best, driven, merged = sizes[g], g, true
   end
 end
@@ -51,31 +65,31 @@ if merged then
   redis.call('EXPIRE', driver, 60)  -- deleted below; this only guards against an error between
 end
 
--- The other groups, most selective first: a task failing one is dropped after one lookup.
-local checks = {}
+-- The record fields an entry is checked on: the other groups', then the name for q.
+local checks, need = {}, {}
 for g = 1, ngroups do
-  if g ~= driven then checks[#checks + 1] = g end
-end
-table.sort(checks, function(a, b) return sizes[a] < sizes[b] end)
-
-local function in_any(keys, id)
-  for _, key in ipairs(keys) do
-    if redis.call('ZSCORE', key, id) then return true end
+  if g ~= driven then
+    checks[#checks + 1] = g
+    need[#need + 1] = fields[g]
   end
-  return false
 end
+if nnames > 0 then need[#need + 1] = 'name' end
 
 local find = string.find
-local function matches(id)
-  for _, g in ipairs(checks) do
-    if not in_any(groups[g], id) then return false end
+local function matches(id)  -- whether the entry matches, and whether its record was read
+  local in_id = q ~= '' and find(id, q, 1, true) ~= nil
+  if #checks == 0 and (q == '' or in_id) then return true, false end
+  if q ~= '' and not in_id and nnames == 0 then return false, false end  -- no read needed
+  local f = redis.call('HMGET', record .. id, unpack(need))
+  for i, g in ipairs(checks) do
+    if not allowed[g][f[i]] then return false, true end
   end
-  if q == '' then return true end
-  return find(id, q, 1, true) ~= nil or in_any(names, id)
+  if q == '' or in_id then return true, true end
+  return nnames > 0 and names[f[#need]] == true, true
 end
 -- A search for an id alone (no other filter, no name matching) may walk every entry: keep that
 -- loop to one substring test an entry.
-local id_only = q ~= '' and #checks == 0 and #names == 0
+local id_only = q ~= '' and #need == 0
 
 -- The walk goes by rank (scores are formatted only for the ids returned: formatting every
 -- walked entry's score cost most of a walk). Ranks count in walk order: ZREVRANGE's for desc.
@@ -93,37 +107,47 @@ else
   if mins ~= '-inf' then last = count_before(mins, true) - 1 end
 end
 if cscore ~= '' then
-  -- Members with the cursor's score come in id order (reversed for desc): skip those seen.
-  local seen = count_before(cscore, false)
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', driver, cscore, cscore)) do
-    if (asc and id <= cid) or (not asc and id >= cid) then seen = seen + 1 end
+  local seen
+  local at = redis.call('ZSCORE', driver, cid)
+  if at and tonumber(at) == tonumber(cscore) then
+    -- The cursor's task is in the driver: its rank counts what was seen, ties included.
+    if asc then seen = redis.call('ZRANK', driver, cid) + 1
+    else seen = redis.call('ZREVRANK', driver, cid) + 1 end
+  else
+    -- Members with the cursor's score come in id order (reversed for desc): skip those seen.
+    seen = count_before(cscore, false)
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', driver, cscore, cscore)) do
+      if (asc and id <= cid) or (not asc and id >= cid) then seen = seen + 1 end
+    end
   end
   if seen > pos then pos = seen end
 end
 
-local out, scanned, found, size = {}, 0, 0, limit
+local out, spent, found, size = {}, 0, 0, limit
 local last_id = nil
-while found < limit and scanned < cap and pos <= last do
-  local stop = math.min(pos + size, pos + cap - scanned, last + 1) - 1
+while found < limit and spent < cap and pos <= last do
+  local stop = math.min(pos + size, pos + cap - spent, last + 1) - 1
   local ids
   if asc then ids = redis.call('ZRANGE', driver, pos, stop)
   else ids = redis.call('ZREVRANGE', driver, pos, stop) end
   if #ids == 0 then break end
+  local used = #ids
   for i = 1, #ids do
     local id = ids[i]
-    local keep
-    if id_only then keep = find(id, q, 1, true) else keep = matches(id) end
+    local keep, read
+    if id_only then keep = find(id, q, 1, true) else keep, read = matches(id) end
+    spent = spent + (read and 1 + read_cost or 1)
     if keep then
       out[#out + 1] = id
       out[#out + 1] = redis.call('ZSCORE', driver, id)
       found = found + 1
-      if found >= limit then
-        scanned, pos, last_id = scanned + i, pos + i, id
-        break
-      end
+    end
+    if found >= limit or spent >= cap then
+      used = i
+      break
     end
   end
-  if found < limit then scanned, pos, last_id = scanned + #ids, pos + #ids, ids[#ids] end
+  pos, last_id = pos + used, ids[used]
   size = math.min(size * 4, 1024)  -- a sparse filter walks far: bigger steps
 end
 local resume_score, resume_id = '', ''
@@ -131,4 +155,4 @@ if found < limit and pos <= last and last_id ~= nil then  -- stopped by the cap
   resume_score, resume_id = redis.call('ZSCORE', driver, last_id), last_id
 end
 if merged then redis.call('DEL', driver) end
-return {out, resume_score, resume_id}
+return {out, resume_score, resume_id, spent}

@@ -1,5 +1,6 @@
 """The HTTP API's queries: tasks, counts, workers, goals, the audit log, health and metrics."""
 
+import hashlib
 import json
 import re
 import time
@@ -7,17 +8,17 @@ from importlib import resources
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request, session
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from pulse.record.statuses import ENDED
-from pulse.server.http.auth import api_access
+from pulse.server.http.auth import api_access, bearer_token
 from pulse.server.http.grants import covers_task, reader_or_grant
-from pulse.server.model.listing import MAX_LIMIT, ListingError, parse_time
+from pulse.server.model.listing import FULL_LIMIT, MAX_LIMIT, ListingError, parse_time
 from pulse.server.model.overview import overview
-from pulse.server.model.taskjson import public_view, valid_id
+from pulse.server.model.taskjson import RATE_WINDOW, public_view, summary, valid_id
 from pulse.server.model.workers import all_workers
 
 bp = Blueprint("api", __name__)
@@ -83,6 +84,22 @@ def _wait_seconds() -> float | None:
     return min(seconds, MAX_WAIT)
 
 
+def _waiter() -> str:
+    """Whose wait this is, as a key (a hash, never the secret): the token sent (bearer or
+    ``?token=``, as ``reader_or_grant`` took it), else the login session."""
+    secret = bearer_token() or request.args.get("token") or session.get("sid") or session.get("csrf") or ""
+    return hashlib.sha256(str(secret).encode()).hexdigest()
+
+
+def _wait_for_end(store: Any, task_id: str, data: dict[str, Any], wait: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait
+    while data["status"] not in (*ENDED, "unknown") and time.monotonic() < deadline:
+        # Woken by the monitor when the task ends; re-read at least every second regardless.
+        ext("pulse_waiters").wait(task_id, min(1.0, deadline - time.monotonic()))
+        data = store.describe(task_id)
+    return data
+
+
 @bp.get("/api/tasks/<path:task_id>")
 @reader_or_grant
 def get_task(task_id: str) -> Any:
@@ -102,12 +119,16 @@ def get_task(task_id: str) -> Any:
         return {"error": str(exc)}, 400
     store = ext("pulse_store")
     data = store.describe(task_id)
-    deadline = time.monotonic() + (wait or 0)
     # An id nobody ever recorded will not end: answer 404 at once rather than after the wait.
-    while wait and data["status"] not in (*ENDED, "unknown") and time.monotonic() < deadline:
-        # Woken by the monitor when the task ends; re-read at least every second regardless.
-        ext("pulse_waiters").wait(task_id, min(1.0, deadline - time.monotonic()))
-        data = store.describe(task_id)
+    if wait and data["status"] not in (*ENDED, "unknown"):
+        most = current_app.config["MAX_WAITS_PER_CREDENTIAL"]
+        with ext("pulse_waiters").hold(_waiter(), most) as admitted:
+            if not admitted:
+                # Refused, not answered at once: a client that loops on ?wait= would take an
+                # early answer for a wait that ended, and ask again at once, in a tight loop.
+                return {"error": f"too many requests are waiting with this credential ({most} at most): "
+                                 "wait for one to answer, or ask without ?wait="}, 429, {"Retry-After": "5"}
+            data = _wait_for_end(store, task_id, data, wait)
     if data["status"] == "unknown":
         return {**data, "error": f"no task with id {task_id!r} has been seen"}, 404
     return data if grant is None else public_view(data, can_cancel=grant.cancel)
@@ -128,7 +149,8 @@ def _filters() -> dict[str, Any]:
 @bp.get("/api/tasks")
 @api_access
 def list_tasks() -> Any:
-    """A page of tasks, newest first, with filters and a stable cursor."""
+    """A page of tasks, newest first, with filters and a stable cursor; above ``FULL_LIMIT``
+    tasks a page holds their summaries (a task's full JSON, history and all, is one GET away)."""
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
@@ -138,7 +160,12 @@ def list_tasks() -> Any:
                                          request.args.get("order", "desc"))
     except ListingError as exc:
         return {"error": str(exc)}, 400
-    return {"tasks": ext("pulse_store").many_json(page.ids), "next_cursor": page.next_cursor}
+    store = ext("pulse_store")
+    if limit <= FULL_LIMIT:
+        return {"tasks": store.many_json(page.ids), "next_cursor": page.next_cursor}
+    # The rate needs the newest few history points only.
+    tasks = store.many_json(page.ids, points=lambda task_id: RATE_WINDOW)
+    return {"tasks": [summary(task) for task in tasks], "next_cursor": page.next_cursor}
 
 
 @bp.get("/api/tasks/counts")

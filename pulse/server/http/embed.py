@@ -18,10 +18,10 @@ from flask import (
     url_for,
 )
 
-from pulse.agent.tokens import MAX_TTL, mint_token
+from pulse.agent.tokens import MAX_TTL, TokenError, mint_token
 from pulse.server.http.api import bad_id, ext
 from pulse.server.http.auth import actor, api_access
-from pulse.server.http.grants import covers_task, reader_or_grant, revoke_all
+from pulse.server.http.grants import check, covers_task, reader_or_grant, revoke_all
 from pulse.server.model.actions import ActionError
 from pulse.server.model.groups import describe_unit
 from pulse.server.model.taskjson import public_view, valid_id
@@ -35,8 +35,9 @@ def _mint_options() -> tuple[float, bool]:
     if not isinstance(body, dict):
         raise ActionError(400, 'send a JSON object: {"ttl": seconds, "cancel": false}')
     ttl, cancel = body.get("ttl", 3600), body.get("cancel", False)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl <= MAX_TTL:
-        raise ActionError(400, f'"ttl" must be a number of seconds from 1 to {MAX_TTL}')
+    longest = int(min(MAX_TTL, current_app.config["GRANT_MAX_TTL"]))
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl <= longest:
+        raise ActionError(400, f'"ttl" must be a number of seconds from 1 to {longest}')
     if not isinstance(cancel, bool):
         raise ActionError(400, '"cancel" must be true or false')
     return float(ttl), cancel
@@ -51,7 +52,7 @@ def _mint(kind: str, scope_id: str) -> Any:
         describe_unit(store, scope_id) is not None
     if not known:
         raise ActionError(404, f"no {kind} with id {scope_id!r} has been seen")
-    token, expires = mint_token(current_app.config["SECRET_KEY"], ttl=ttl, cancel=cancel,
+    token, expires = mint_token(current_app.config["GRANT_KEY"], ttl=ttl, cancel=cancel,
                                 **{f"{kind}_id": scope_id})
     ext("pulse_audit").append(actor(), "token", scope_id, kind=kind, ttl=ttl, cancel=cancel)
     return {"token": token, "expires_at": expires, kind: scope_id}
@@ -77,7 +78,8 @@ def revoke_tokens(task_id: str) -> Any:
     """Revoke every token issued so far for this task (or group/chain id)."""
     if not valid_id(task_id):
         return bad_id()
-    cutoff = revoke_all(ext("pulse_registry"), task_id)
+    config = current_app.config
+    cutoff = revoke_all(ext("pulse_registry"), task_id, config["GRANT_SKEW"], config["GRANT_MAX_TTL"])
     ext("pulse_audit").append(actor(), "revoke-tokens", task_id)
     return {"scope": task_id, "revoked_before": cutoff}
 
@@ -125,8 +127,18 @@ def embed(unit_id: str) -> Any:
     """The widget alone, for pages that can only frame a URL: /embed/<id>?token=...[&group=1]."""
     if not valid_id(unit_id):
         return render_template("error.html", message="That is not a valid task id."), 400
-    html = render_template("embed.html", task_id=unit_id, token=request.args.get("token", ""),
-                           is_group=request.args.get("group") == "1",
+    # Only a grant for this very task or group is written into the page: anything else there
+    # (the operator's token, say) would be handed to whoever frames it, with its rights.
+    token, is_group = request.args.get("token", ""), request.args.get("group") == "1"
+    try:
+        grant = check(token)
+    except TokenError as exc:
+        return render_template("error.html", message=f"This widget cannot be shown: {exc}"), exc.status
+    covered = grant.group_id == unit_id if is_group else covers_task(ext("pulse_registry"), grant, unit_id)
+    if not covered:
+        return render_template("error.html", message="This widget's token does not grant that "
+                               f"{'group' if is_group else 'task'}."), 403
+    html = render_template("embed.html", task_id=unit_id, token=token, is_group=is_group,
                            widget_url=url_for("embed.widget", _external=True))
     return Response(html)  # pulse.security lets the configured origins frame it
 

@@ -1,7 +1,8 @@
 """Per-task tokens on the server side: is this token good, and does it cover this task?
 
-Good means: signed by this server, not expired, not revoked (the operator can revoke every
-token of a task or group issued so far). It covers the task it names, and the tasks that
+Good means: signed with the grant key, issued no later than the server's clock allows, not
+expired (nor older than the server's cap on a grant's life), not revoked (the operator can
+revoke every token of a task or group issued so far). It covers the task it names, and the tasks that
 replayed it, so a widget can follow a replay with the token it has.
 """
 
@@ -18,9 +19,19 @@ from pulse.server.http import auth
 REPLAY_HOPS = 10
 
 
-def check(token: str) -> Grant:
-    """The grant of a per-task token; raises TokenError (401 bad or expired, 403 revoked)."""
-    grant = read_token(current_app.config["SECRET_KEY"], token)
+def check(token: str, counted: bool = True) -> Grant:
+    """The grant of a per-task token; raises TokenError (401 bad or expired, 403 revoked), and
+    Throttled when ``counted`` and this address made too many failed checks (a forged token is one)."""
+    config = current_app.config
+    try:
+        grant = read_token(config["GRANT_KEY"], token, skew=config["GRANT_SKEW"],
+                           max_ttl=config["GRANT_MAX_TTL"])
+    except TokenError as exc:
+        if counted:
+            auth.count_check(failed=exc.forged)
+        raise
+    if counted:
+        auth.count_check(failed=False)
     registry = current_app.extensions["pulse_registry"]
     if revoked(grant, registry.client.get(revocation_key(registry, grant.scope))):
         raise TokenError(403, "token revoked: ask the application for a new one")
@@ -37,11 +48,16 @@ def revoked(grant: Grant, cutoff: bytes | str | None) -> bool:
     return cutoff is not None and grant.issued_at <= float(cutoff)
 
 
-def revoke_all(registry: Registry, scope: str) -> float:
-    """Revoke every token issued so far for a task or group; returns the cut-off time."""
-    now = time.time()
-    registry.client.set(revocation_key(registry, scope), now, ex=MAX_TTL)
-    return now
+def revoke_all(registry: Registry, scope: str, skew: float, max_ttl: float = MAX_TTL) -> float:
+    """Revoke every token issued so far for a task or group; returns the cut-off time.
+
+    The host's clock may run up to ``skew`` ahead of ours (a token from further ahead is refused),
+    so the cut-off is that far in the future: a token minted before now carries an issue time
+    before it on any clock we accept. Tokens minted in the next ``skew`` seconds are revoked too.
+    """
+    cutoff = time.time() + skew
+    registry.client.set(revocation_key(registry, scope), cutoff, ex=int(max_ttl + skew) + 1)
+    return cutoff
 
 
 def covers_task(registry: Registry, grant: Grant, task_id: str) -> bool:
@@ -71,7 +87,7 @@ def reader_or_grant(view):
         g.grant = None
         # The operator and viewer tokens are only taken from the header, never from a URL.
         if token is None or (bearer is not None and auth.role_for_token(bearer) is not None):
-            return guarded(*args, **kwargs)
+            return guarded(*args, **kwargs)  # which counts the bearer token's check
         try:
             g.grant = check(token)
         except TokenError as exc:

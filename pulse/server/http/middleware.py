@@ -4,11 +4,13 @@ Outermost first; each layer sees what the layers above it did to the request:
 
 1. ``ProxyFix`` (``PULSE_PROXY_HOPS``; none when 0): the client's address, scheme and host, for
    everything below (the socket's same-origin check, the login throttle, the Secure cookie).
-2. ``polling_filter``: a long-polling body over ``PULSE_MAX_SOCKET_MESSAGE`` answered 413 unread,
+2. ``socket_guard``: JSONP polling refused (400), and every ``/socket.io/`` answer given the
+   security headers Flask's responses carry (the 413 below included).
+3. ``polling_filter``: a long-polling body over ``PULSE_MAX_SOCKET_MESSAGE`` answered 413 unread,
    malformed packets dropped, before Engine.IO reads them.
-3. ``without_compression``: websocket compression declined.
-4. Socket.IO's own middleware (installed by ``SocketIO(app)``): ``/socket.io/`` to Engine.IO.
-5. Flask.
+4. ``without_compression``: websocket compression declined.
+5. Socket.IO's own middleware (installed by ``SocketIO(app)``): ``/socket.io/`` to Engine.IO.
+6. Flask.
 """
 
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from pulse.server.http.socket_guard import socket_guard
 from pulse.server.push.live import without_compression
 from pulse.server.push.transport import polling_filter
 
@@ -34,6 +37,7 @@ def install(app: Flask) -> None:
     config = app.config
     stack = [
         proxy_fix(config["PROXY_HOPS"]),
+        socket_guard,
         lambda wsgi_app: polling_filter(wsgi_app, config["MAX_SOCKET_MESSAGE"]),
         without_compression,
     ]

@@ -18,6 +18,9 @@ from flask.sessions import SecureCookieSessionInterface
 
 POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+# Every answer carries these, Socket.IO's own too (pulse/server/http/socket_guard.py).
+EVERYWHERE = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+              ("Cross-Origin-Opener-Policy", "same-origin"))
 EMBED_ENDPOINT = "embed.embed"
 TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"']+")
 
@@ -29,9 +32,7 @@ def add_headers(response: Response) -> Response:
         ancestors = "'none'"
         response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = f"{POLICY}; frame-ancestors {ancestors}"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers.update(EVERYWHERE)
     return response
 
 

@@ -1,8 +1,11 @@
 """Listing and counting tasks from the registry's indexes, kept in Redis at write time.
 
 No request scans the keyspace: a page walks the smallest matching index, newest first, and
-checks membership in the others (and a search's substring), in one Lua call, with a cursor that
-stays stable however many records arrive meanwhile.
+checks the other filters (and a search's substring) on each entry, with a cursor that stays stable
+however many records arrive meanwhile. Redis is also the broker, and a Lua script holds it whole,
+so the work is bounded: an index entry walked counts 1 and a record read (one per entry at most,
+however many filters and names) ``READ_COST`` more; a script call does at most ``CALL_CAP`` of it
+and a request ``SCAN_CAP``, then answers what it found and a cursor to go on.
 """
 
 import base64
@@ -17,7 +20,12 @@ from pulse.record.scripts import script
 from pulse.record.statuses import STATUSES
 
 MAX_LIMIT = 500
-SCAN_CAP = 10_000   # index entries one request walks (~5 ms of Redis) before it answers a resume cursor
+FULL_LIMIT = 100    # pages of more tasks carry summaries (no progress history, links or flags)
+# The work of one request: 10,000 index entries walked, or 2,000 whose records are read (bench/api.py:
+# about 15 ms of Redis at 100,000 records at worst, on a busy 2-core machine).
+SCAN_CAP = 10_000
+CALL_CAP = 2_000    # of it, per script call (about 3 ms): the broker's clients get Redis in between
+READ_COST = 4       # a record read (HMGET) costs about 4-6 times an index entry walked
 
 
 class ListingError(ValueError):
@@ -92,36 +100,50 @@ class Listing:
         cscore, cid = decode_cursor(cursor) if cursor else ("", "")
         maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
         mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
-        # One round trip: the script sizes the groups, picks the driver and walks it.
         keys = [self.registry.keys.all, self.registry.keys.temporary(uuid.uuid4().hex),
-                *(key for group in groups for key in group), *names]
-        rows, resume_score, resume_id = self._script(keys=keys, args=[
-            maxs, mins, cscore, cid, limit, SCAN_CAP, order, q, len(groups), *map(len, groups), len(names)])
-        ids = [as_text(rows[i]) for i in range(0, len(rows), 2)]
-        if resume_score:
-            return Page(ids, encode_cursor(as_text(resume_score), as_text(resume_id)))
+                *(key for _field, group in groups for key in group.values())]
+        shape: list[Any] = [len(groups)]
+        for field, group in groups:
+            shape += [field, len(group), *group]
+        shape += [len(names), *names]
+        ids: list[str] = []
+        spent = 0
+        # Several short calls rather than one long one: the broker's clients get Redis in between.
+        while True:
+            rows, resume_score, resume_id, work = self._script(keys=keys, args=[
+                maxs, mins, cscore, cid, limit - len(ids), min(CALL_CAP, SCAN_CAP - spent), READ_COST,
+                order, q, self.registry.keys.task(""), *shape])
+            ids += [as_text(rows[i]) for i in range(0, len(rows), 2)]
+            spent += int(work)
+            if not resume_score:  # the page is full, or the index walked to its end
+                break
+            cscore, cid = as_text(resume_score), as_text(resume_id)
+            if spent >= SCAN_CAP:
+                return Page(ids, encode_cursor(cscore, cid))
         if len(ids) == limit:
             return Page(ids, encode_cursor(as_text(rows[-1]), ids[-1]))
         return Page(ids, None)
 
-    def _groups(self, filters: dict[str, Any]) -> list[list[str]]:
-        """The filters as groups of index keys: a task must be in one key of every group."""
-        groups = [[self.index(field, filters[field])] for field in ("state", "name", "worker")
-                  if filters.get(field)]
+    def _groups(self, filters: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+        """The filters as groups, each a record field and its index key per accepted value: a task
+        must be in one key of every group (that is, its field holds one of the values)."""
+        groups = [(field, {filters[field]: self.index(field, filters[field])})
+                  for field in ("state", "name", "worker") if filters.get(field)]
         statuses = filters.get("status") or []
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
             raise ListingError(f"unknown status {unknown[0][:30]!r}: use one of {', '.join(STATUSES)}")
         if statuses:
-            groups.append([self.index("status", s) for s in dict.fromkeys(statuses)])
+            groups.append(("status", {s: self.index("status", s) for s in statuses}))
         return groups
 
     def _names_containing(self, q: str) -> list[str]:
-        """The name indexes of the task names containing ``q``, case-insensitively.
+        """The task names containing ``q``, case-insensitively.
 
         Ids are matched as typed inside the walk, one entry at a time: a search costs what the
-        page walks, not a pass over every id (a sparse match answers with a resume cursor).
+        page walks, not a pass over every id (a sparse match answers with a resume cursor). A
+        walked entry's name is read from its record once, whatever the number of names.
         """
         needle = q.lower()
         names = (as_text(n) for n in self.client.smembers(self.registry.keys.names))
-        return [self.index("name", name) for name in names if needle in name.lower()]
+        return [name for name in names if needle in name.lower()]

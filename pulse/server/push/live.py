@@ -19,6 +19,7 @@ from socketio import PubSubManager
 from pulse.agent.tokens import Grant, TokenError
 from pulse.server.http import auth, grants
 from pulse.server.http.embed import own_origin
+from pulse.server.http.throttle import Throttled
 from pulse.server.model.groups import describe_unit, units_of
 from pulse.server.model.taskjson import public_view, summary, valid_id
 from pulse.server.push.packets import MALFORMED
@@ -164,21 +165,32 @@ def lean_worker(worker: dict[str, Any]) -> dict[str, Any]:
 def on_connect(auth_payload: Any = None) -> None:
     """Accept the operator or viewer (token or session), or a per-task token; refuse the rest.
 
-    A connection from another origin (an embedding page) must use a per-task token.
+    A connection from another origin (an embedding page) must use a per-task token, and a session
+    cookie is believed only on a handshake that carried this server's own Origin: a browser sends
+    Origin on every websocket handshake and every fetch, so one without came from a ``<script>``
+    tag (which any same-site page can point here, cookie and all) or from a non-browser client.
     """
     token = auth_payload.get("token") if isinstance(auth_payload, dict) else None
-    grant = None
-    if token is not None:
-        role = auth.role_for_token(token)
-        if role is None:
-            try:
-                grant = grants.check(token)
-            except TokenError as exc:
-                raise ConnectionRefusedError(str(exc)) from None
-    else:
-        role = session.get("role")
     origin = request.headers.get("Origin")
-    if origin and origin != own_origin(request.environ) and grant is None:
+    own = origin == own_origin(request.environ)
+    if origin and not own and token is None:
+        raise ConnectionRefusedError("connections from another origin need a per-task token")
+    if token is None and not own:
+        raise ConnectionRefusedError('unauthorized: pass {"token": "<PULSE_TOKEN>"} as the auth payload '
+                                     "(a login session counts only on connections from Pulse's own pages)")
+    grant = None
+    try:
+        if token is None:
+            role = auth.session_role()
+        else:
+            role = auth.role_for_token(token)
+            if role is None:
+                grant = grants.check(token)  # counts the check, failed or not
+            else:
+                auth.count_check(failed=False)
+    except (TokenError, Throttled) as exc:
+        raise ConnectionRefusedError(str(exc)) from None
+    if origin and not own and grant is None:
         raise ConnectionRefusedError("connections from another origin need a per-task token")
     if role is None and grant is None:
         raise ConnectionRefusedError(
@@ -187,8 +199,12 @@ def on_connect(auth_payload: Any = None) -> None:
     # Flask-SocketIO keeps a session per connection, in memory: the token stays with this socket,
     # and every subscribe checks it again (it may have expired or been revoked since).
     session["pulse_token"] = token if grant is not None else None
-    if grant is not None:  # and a token that lapses later ends the connection (pulse.lapses)
+    # A token that lapses later, or a session that ends, ends the connection (pulse.lapses).
+    if grant is not None:
         current_app.extensions["pulse_lapses"].watch(request.sid, grant)
+    elif token is None:
+        current_app.extensions["pulse_lapses"].watch_session(
+            request.sid, current_app.extensions["pulse_sessions"].key(session["sid"]))
     current_app.extensions["pulse_metrics"].clients.inc()
     if not current_app.extensions["pulse_monitor"].connected:  # a page opened during an outage
         emit("monitor", monitor_packet(False))
@@ -197,7 +213,7 @@ def on_connect(auth_payload: Any = None) -> None:
 def _grant() -> Grant | None:
     """This connection's per-task grant, checked again now; raises TokenError if it lapsed."""
     token = session.get("pulse_token")
-    return grants.check(token) if token else None
+    return grants.check(token, counted=False) if token else None  # counted when it connected
 
 
 def on_disconnect(reason: Any = None) -> None:

@@ -14,6 +14,9 @@ that is not a payload) made python-engineio raise: on a websocket that killed th
 left the session half dead until its ping timed out, over polling it logged a traceback. Such
 frames are dropped before python-engineio sees them. A polling POST above the message limit
 gets 413 here (python-engineio's own refusal could hold the request forever).
+
+An Engine.IO session that never connects to a Socket.IO namespace is closed after
+``PULSE_CONNECT_TIMEOUT`` (``ConnectDeadline``).
 """
 
 import io
@@ -106,6 +109,49 @@ class TransportGuard:
             return websocket_class(serve, server)
 
         return make
+
+
+class ConnectDeadline:
+    """Closes Engine.IO sessions that have not connected to a Socket.IO namespace in ``timeout`` s.
+
+    python-engineio keeps a session open for as long as its client answers pings, whether it
+    ever sends Socket.IO's CONNECT or not: such a session held its connection (and, over a
+    websocket, two green threads) for nothing, for as long as the client liked. A real client
+    sends CONNECT as soon as the session opens (one round trip).
+    """
+
+    def __init__(self, server: Any, timeout: float, on_expired: Callable[[], None] = lambda: None) -> None:
+        self.server = server  # the socketio.Server
+        self.timeout = timeout
+        self.on_expired = on_expired
+
+    def install(self) -> None:
+        eio = self.server.eio
+        connect = eio.handlers["connect"]  # python-socketio's: it keeps the session's environ
+
+        def on_connect(eio_sid: str, environ: dict) -> Any:
+            accepted = connect(eio_sid, environ)
+            if accepted is not False:
+                eio.start_background_task(self._expire, eio_sid)
+            return accepted
+
+        eio.handlers["connect"] = on_connect
+
+    def connected(self, eio_sid: str) -> bool:
+        """Whether the session joined any namespace (python-socketio knows each one's sids)."""
+        manager = self.server.manager
+        return any(manager.sid_from_eio_sid(eio_sid, namespace) is not None
+                   for namespace in list(manager.get_namespaces()))
+
+    def _expire(self, eio_sid: str) -> None:
+        eio = self.server.eio
+        eio.sleep(self.timeout)
+        if eio_sid not in eio.sockets or self.connected(eio_sid):
+            return
+        log.info("pulse: Engine.IO session %s sent no Socket.IO CONNECT within %g s; closing it",
+                 eio_sid, self.timeout)
+        self.on_expired()
+        eio.disconnect(eio_sid)
 
 
 class _EngineIOFrames:

@@ -1,9 +1,11 @@
-"""Ending the live feed of sockets whose per-task token expired or was revoked after they connected.
+"""Ending the live feed of sockets whose credential lapsed after they connected.
 
+A per-task token expires or is revoked; a login session ends (logout, expiry, a new token).
 Every ``subscribe`` checks the token again, but a socket that stays subscribed would go on
 getting pushes. Every few seconds the server disconnects those sockets (one MGET of the
-revocation keys for all of them, so every server sees a revocation made on another). The
-widget then asks the REST API, which answers 401 or 403 with the reason, and shows it.
+revocation keys and session records for all of them, so every server sees a revocation or a
+logout made on another). The widget then asks the REST API, which answers 401 or 403 with the
+reason, and shows it; a dashboard's reconnection is refused and its page sends it to log in.
 """
 
 import time
@@ -15,10 +17,10 @@ from pulse.server.http import grants
 from pulse.server.upkeep.periodic import Periodic
 
 
-class TokenLapses(Periodic):
-    """The per-task grants of the connected sockets, and the disconnection of lapsed ones."""
+class Lapses(Periodic):
+    """The per-task grants and sessions of the connected sockets, and the disconnection of lapsed ones."""
 
-    failure = "lapsed tokens not checked"
+    failure = "lapsed credentials not checked"
 
     def __init__(self, registry: Registry, disconnect: Callable[[str], None], interval: float = 5.0,
                  on_lapse: Callable[[], None] = lambda: None) -> None:
@@ -27,24 +29,34 @@ class TokenLapses(Periodic):
         self.interval = interval
         self.on_lapse = on_lapse
         self.grants: dict[str, Grant] = {}  # socket id -> the grant it connected with
+        self.sessions: dict[str, str] = {}  # socket id -> the key of the session it connected with
 
     def watch(self, sid: str, grant: Grant) -> None:
         self.grants[sid] = grant
 
+    def watch_session(self, sid: str, key: str) -> None:
+        self.sessions[sid] = key
+
     def forget(self, sid: str) -> None:
         self.grants.pop(sid, None)
+        self.sessions.pop(sid, None)
 
     def lapsed(self, now: float | None = None) -> list[str]:
         """The sockets whose grant has expired or been revoked by ``now``."""
         now = time.time() if now is None else now
-        watched = list(self.grants.items())  # a copy: sockets come and go while Redis answers
+        watched = list(self.grants.items())  # copies: sockets come and go while Redis answers
+        sessions = list(self.sessions.items())
         scopes = sorted({grant.scope for _sid, grant in watched})
-        if not scopes:
+        keys = [grants.revocation_key(self.registry, scope) for scope in scopes]
+        keys += [key for _sid, key in sessions]
+        if not keys:
             return []
-        cutoffs = dict(zip(scopes, self.registry.client.mget([grants.revocation_key(self.registry, scope)
-                                                               for scope in scopes]), strict=True))
-        return [sid for sid, grant in watched
-                if grant.expired(now) or grants.revoked(grant, cutoffs[grant.scope])]
+        values = self.registry.client.mget(keys)
+        cutoffs = dict(zip(scopes, values[:len(scopes)], strict=True))
+        lapsed = [sid for sid, grant in watched
+                  if grant.expired(now) or grants.revoked(grant, cutoffs[grant.scope])]
+        return lapsed + [sid for (sid, _key), record in zip(sessions, values[len(scopes):], strict=True)
+                         if record is None]
 
     def sweep(self) -> int:
         """Disconnect every lapsed socket; returns how many."""
