@@ -66,7 +66,8 @@ def limit_connections(app: Flask) -> None:
     ConnectDeadline(socketio.server, config["CONNECT_TIMEOUT"]).install()
     hops = config["PROXY_HOPS"]
     if config["MAX_CONNECTIONS_PER_ADDRESS"] and (hops or config["ASYNC_MODE"] != "eventlet"):
-        app.wsgi_app = RequestsInFlight(app.wsgi_app, config["MAX_CONNECTIONS_PER_ADDRESS"], hops)
+        app.wsgi_app = RequestsInFlight(app.wsgi_app, config["MAX_CONNECTIONS_PER_ADDRESS"], hops,
+                                        on_refused=app.extensions["pulse_metrics"].connection_refused)
 
 
 def serve_eventlet(app: Flask, host: str, port: int) -> None:
@@ -89,4 +90,5 @@ def serve_eventlet(app: Flask, host: str, port: int) -> None:
         limits = replace(limits, per_address=0)
     listener = eventlet.listen((host, port), backlog=2048)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    serve_guarded(app, listener, limits, log_output=False, url_length_limit=64 * 1024)
+    serve_guarded(app, listener, limits, app.extensions["pulse_metrics"], log_output=False,
+                  url_length_limit=64 * 1024)

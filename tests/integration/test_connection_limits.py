@@ -186,6 +186,7 @@ def test_idle_and_slowloris_connections_from_one_address_neither_starve_others_n
     assert b"too many connections from your address 127.0.0.2" in refused[0]
     assert b"Connection: close" in refused[0]
     assert min(slow_ended) > HEADER_TIMEOUT - 0.5, min(slow_ended)
+    assert f'pulse_connections_refused_total{{limit="address"}} {IDLE}.0' in stack.api("GET", "/metrics").text
 
 
 def test_an_idle_dashboard_socket_outlives_the_header_and_keepalive_timeouts(stack):
@@ -299,6 +300,8 @@ def test_behind_a_proxy_requests_in_flight_are_capped_per_forwarded_address(redi
         for thread in waiting:
             thread.join(30)
         after = proxied.api("GET", "/healthz", headers=dict(client))
+        metrics = proxied.api("GET", "/metrics").text
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "10"
     assert "too many requests in flight from your address 203.0.113.5 (2 at most)" in refused.text
+    assert 'pulse_connections_refused_total{limit="address"} 1.0' in metrics
     assert other.ok and after.ok and statuses == [200, 200]

@@ -127,6 +127,9 @@ def test_a_parallel_burst_gets_no_more_answers_than_the_limit(redis_url):
     with ThreadPoolExecutor(20) as pool:
         statuses = sorted(response.status_code for response in pool.map(guess, range(20)))
     assert statuses.count(401) == 5 and statuses.count(429) == 15, statuses
+    metrics = app.extensions["pulse_metrics"].render().decode()
+    assert 'pulse_credential_refusals_total{outcome="failed"} 5.0' in metrics
+    assert 'pulse_credential_refusals_total{outcome="throttled"} 15.0' in metrics
 
 
 def test_the_login_form_needs_its_csrf_token(client):

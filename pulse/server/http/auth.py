@@ -52,7 +52,14 @@ def role_for_token(token: Any) -> str | None:
 
 def count_check(failed: bool) -> None:
     """Count a credential check for this client's address; raises Throttled past the limit."""
-    current_app.extensions["pulse_auth_throttle"].check(request.remote_addr or "unknown", failed)
+    metrics = current_app.extensions["pulse_metrics"].credentials
+    try:
+        current_app.extensions["pulse_auth_throttle"].check(request.remote_addr or "unknown", failed)
+    except Throttled:
+        metrics.labels("throttled").inc()
+        raise
+    if failed:
+        metrics.labels("failed").inc()
 
 
 def bearer_token() -> str | None:

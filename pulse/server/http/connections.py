@@ -32,6 +32,8 @@ from typing import Any
 
 from werkzeug.wsgi import ClosingIterator
 
+from pulse.server.http.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 10  # seconds a refused client is told to wait: about a header timeout
@@ -64,9 +66,11 @@ class Limits:
 class Tally:
     """Open connections (or requests in flight) per client address, within the limits."""
 
-    def __init__(self, per_address: int, total: int) -> None:
+    def __init__(self, per_address: int, total: int,
+                 on_refused: Callable[[str], None] = lambda limit: None) -> None:
         self.per_address = per_address
         self.total = total
+        self.on_refused = on_refused  # with "total" or "address": which limit refused one
         self.open = 0
         self.refused = 0
         self._by_address: dict[str, int] = {}
@@ -77,8 +81,10 @@ class Tally:
         with self._lock:
             held = self._by_address.get(address, 0)
             if self.total and self.open >= self.total:
+                limit = "total"
                 reason = f"the server holds its most connections ({self.total}); try again shortly"
             elif self.per_address and held >= self.per_address:
+                limit = "address"
                 reason = (f"too many connections from your address {address} ({self.per_address} at most); "
                           "close some, or try again shortly")
             else:
@@ -86,7 +92,8 @@ class Tally:
                 self.open += 1
                 return None
             self.refused += 1
-            return reason
+        self.on_refused(limit)
+        return reason
 
     def release(self, address: str) -> None:
         with self._lock:
@@ -235,8 +242,10 @@ def descriptor_room(wanted: int) -> int:
     return max(1, min(wanted, soft - RESERVED_DESCRIPTORS))
 
 
-def serve_guarded(app: Callable, sock: Any, limits: Limits, **options: Any) -> None:
-    """Serve ``app`` on the listening ``sock`` with eventlet's WSGI server, within ``limits``."""
+def serve_guarded(app: Callable, sock: Any, limits: Limits, metrics: Metrics | None = None,
+                  **options: Any) -> None:
+    """Serve ``app`` on the listening ``sock`` with eventlet's WSGI server, within ``limits``;
+    ``metrics`` counts the refusals and shows the connections open."""
     import eventlet
     import eventlet.wsgi
 
@@ -245,6 +254,9 @@ def serve_guarded(app: Callable, sock: Any, limits: Limits, **options: Any) -> N
         log.warning("pulse: at most %d connections (PULSE_MAX_CONNECTIONS=%d): this process may open "
                     "only %d files (ulimit -n)", total, limits.total, total + RESERVED_DESCRIPTORS)
     tally = Tally(limits.per_address, total)
+    if metrics is not None:
+        tally.on_refused = metrics.connection_refused
+        metrics.open_connections.set_function(lambda: tally.open)
     eventlet.wsgi.server(
         GuardedListener(sock, tally, eventlet.sleep), app, custom_pool=GuardedPool(total, tally),
         protocol=guarded_protocol(limits),
@@ -258,10 +270,11 @@ class RequestsInFlight:
     ``per_address`` with 503: the per-address bound behind proxies (``hops`` trusted, the client's
     address read from X-Forwarded-For as ProxyFix reads it) and in the threading mode."""
 
-    def __init__(self, app: Callable, per_address: int, hops: int) -> None:
+    def __init__(self, app: Callable, per_address: int, hops: int,
+                 on_refused: Callable[[str], None] = lambda limit: None) -> None:
         self.app = app
         self.hops = hops
-        self.tally = Tally(per_address, 0)
+        self.tally = Tally(per_address, 0, on_refused)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         address = client_address(environ, self.hops)

@@ -27,8 +27,17 @@ class Metrics:
         self.stalled = Counter("pulse_stalled_clients", "Socket.IO clients disconnected for not reading",
                                registry=self.registry)
         self.lapsed = Counter("pulse_lapsed_token_clients",
-                              "Socket.IO clients disconnected as their per-task token expired or was revoked",
+                              "Socket.IO clients disconnected as their per-task token or session lapsed",
                               registry=self.registry)
+        self.credentials = Counter("pulse_credential_refusals",
+                                   "Credential checks that failed, and checks refused past "
+                                   "PULSE_AUTH_ATTEMPTS (429), by outcome", ["outcome"],
+                                   registry=self.registry)
+        self.refused = Counter("pulse_connections_refused",
+                               "Connections (or, behind proxies, requests) refused with 503 by the "
+                               "connection bounds, by the limit reached", ["limit"], registry=self.registry)
+        self.open_connections = Gauge("pulse_open_connections", "HTTP connections open (eventlet server)",
+                                      registry=self.registry)
 
     def events_seen(self, kinds: Mapping[str, int]) -> None:
         """Count a batch of events, by type."""
@@ -36,6 +45,9 @@ class Metrics:
             # Bound the label's values: a stray publisher must not create unlimited series.
             known = kind == UNDECODABLE or EVENT_TYPE.fullmatch(kind)
             self.events.labels(kind if known else "other").inc(count)
+
+    def connection_refused(self, limit: str) -> None:
+        self.refused.labels(limit).inc()
 
     def push(self, event: str, count: int = 1) -> None:
         self.pushes.labels(event).inc(count)
