@@ -185,3 +185,10 @@ def wait_until(check, timeout: float, interval: float = 0.05, what: str = "condi
 
 def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def log_in(session, base: str, token: str = TOKEN) -> None:
+    """Log ``session`` (requests) in through the login form, its CSRF token first, as a browser does."""
+    form = session.get(f"{base}/login", timeout=10).text.split('id="login-form"', 1)[1]
+    csrf = form.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    session.post(f"{base}/login", data={"token": token, "csrf_token": csrf}, timeout=10).raise_for_status()

@@ -22,7 +22,7 @@ import time
 import requests
 
 from . import flower, stream
-from .harness import TOKEN, Row, Stack, auth_headers, percentiles, stack
+from .harness import Row, Stack, auth_headers, log_in, percentiles, stack
 from .memory import flower_events, prime, pulse_events, recorded_sample, tolerant, wait_consumed
 
 TARGET_MS = 200.0
@@ -78,7 +78,7 @@ def under_load(running: Stack, session: requests.Session, base: str, paths: dict
 def pulse_round(running: Stack, sample: list, events: int) -> dict:
     base = running.start_web()
     with requests.Session() as session:
-        session.post(f"{base}/login", data={"token": TOKEN}, timeout=10).raise_for_status()
+        log_in(session, base)  # the tasks page needs a session
         session.headers.update(auth_headers())
         paths = {name: pulse for name, pulse, _flower in ENDPOINTS}
         result = under_load(running, session, base, paths, lambda: pulse_events(base), sample, events)
