@@ -161,6 +161,31 @@ def used_memory(redis_url: str) -> float:
         client.close()
 
 
+def measure_export(url: str, pid: int, kind: str) -> dict[str, float]:
+    """Stream ``/api/tasks.<kind>`` (every task) while sampling the server's RSS every 0.1 s."""
+    peak, done = rss_mb(pid), threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.1):
+            peak = max(peak, rss_mb(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    before = rss_mb(pid)
+    sampler.start()
+    started, lines, size = time.monotonic(), 0, 0
+    with requests.get(f"{url}/api/tasks.{kind}", headers=auth_headers(), stream=True, timeout=600) as answer:
+        answer.raise_for_status()
+        for chunk in answer.iter_content(chunk_size=1 << 16):
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    seconds = time.monotonic() - started
+    done.set()
+    sampler.join()
+    return {"seconds": seconds, "lines": lines, "mib": size / 2**20, "before": before,
+            "peak": max(peak, rss_mb(pid))}
+
+
 # ---- the benchmark ---------------------------------------------------------------------------
 
 def run(quick: bool) -> list[Row]:
@@ -197,7 +222,20 @@ def run(quick: bool) -> list[Row]:
         holding = {name: rss_mb(pid) for name, pid in pids.items()}
         peak = {name: max(peak[name], holding[name]) for name in pids}
         redis_growth = used_memory(running.redis_url) - redis_before
-    return rows(tasks, expected, consumed, idle, peak, holding, redis_growth)
+        running.stop("flower")  # the exports need the machine, not a competitor
+        exports = {kind: measure_export(pulse_url, pids["pulse"], kind) for kind in ("ndjson", "csv")}
+    return rows(tasks, expected, consumed, idle, peak, holding, redis_growth) + export_rows(tasks, exports)
+
+
+def export_rows(tasks: int, exports: dict[str, dict[str, float]]) -> list[Row]:
+    out = []
+    for kind, export in exports.items():
+        note = (f"{export['lines']:,} lines, {export['mib']:.0f} MiB streamed; server RSS "
+                f"{export['before']:.0f} MiB before, {export['peak']:.0f} MiB at most during it")
+        out += [Row("5 memory", f"export {tasks:,} tasks as {kind}", export["seconds"], "s", note=note),
+                Row("5 memory", f"export {kind}: server RSS growth", export["peak"] - export["before"], "MiB",
+                    target="constant (one page held)")]
+    return out
 
 
 def rows(tasks: int, expected: int, consumed: dict, idle: dict, peak: dict, holding: dict,

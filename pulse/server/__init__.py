@@ -18,6 +18,7 @@ from flask_socketio import SocketIO
 from pulse.agent.install import install
 from pulse.record.registry import retry_once
 from pulse.server.http import api, auth, commands, embed, middleware, pages, security
+from pulse.server.http import export as export_routes
 from pulse.server.http.metrics import Metrics
 from pulse.server.http.sessions import Sessions
 from pulse.server.http.throttle import AuthThrottle
@@ -124,6 +125,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
     commands.init_app(app)
+    export_routes.init_app(app)  # GET /api/tasks.csv and .ndjson
     embed.init_app(app)
     pages.init_app(app)
     live.init_app(app, socketio)

@@ -22,6 +22,7 @@ const listStatus = document.getElementById('list-status');
 const empty = document.getElementById('tasks-empty');
 const loadMoreButton = document.getElementById('load-more');
 const knownNames = document.getElementById('known-names');
+const exportLinks = [document.getElementById('export-csv'), document.getElementById('export-ndjson')];
 
 const rows = new Map();        // task id -> {tr, cells..., task}: exactly the rows in the table
 const recorders = new Set();   // pushes seen while a page is on its way, replayed on its answer
@@ -309,7 +310,17 @@ function announce(text) {
   setText(listStatus, text);
 }
 
+// The export links carry the filters in view (the server streams every task they select).
+function showExports() {
+  const query = queryOf(filters);
+  for (const link of exportLinks) {
+    const base = link.getAttribute('href').split('?')[0];
+    link.setAttribute('href', query ? `${base}?${query}` : base);
+  }
+}
+
 async function loadFirstPage() {
+  showExports();
   const mine = ++generation;
   const recorded = startRecording();
   root.setAttribute('aria-busy', 'true');

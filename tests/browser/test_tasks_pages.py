@@ -1,7 +1,9 @@
 """The Tasks table and the task detail page in a real browser, against the real stack."""
 
+import json
 import re
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -115,6 +117,28 @@ def test_filters_search_and_the_url_round_trip(logged_in_page, stack, js_errors)
     page.click("#filter-clear")
     expect(page.locator("#task-rows tr").first).to_be_visible()
     shot(page, "tasks")
+    assert not js_errors.script_errors()
+
+
+def test_the_export_links_download_what_the_filters_select(logged_in_page, stack, js_errors):
+    """CSV and NDJSON of every task the filters in view select, with the session (no token)."""
+    page = logged_in_page
+    crashed = stack.launch("tasks.demo.crash")
+    stack.wait_for(crashed, "failed")
+    open_page(page, stack.base_url + "/tasks?status=failed&name=tasks.demo.crash")
+    expect(page.locator("#export-csv")).to_have_attribute(
+        "href", "/api/tasks.csv?status=failed&name=tasks.demo.crash")
+    with page.expect_download() as download:
+        page.click("#export-ndjson")
+    text = Path(download.value.path()).read_text()
+    assert download.value.suggested_filename.startswith("pulse-tasks-")
+    exported = [json.loads(line) for line in text.splitlines()]
+    assert crashed in [task["id"] for task in exported]
+    assert {(task["status"], task["name"]) for task in exported} == {("failed", "tasks.demo.crash")}
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    header, *lines = Path(download.value.path()).read_text().splitlines()
+    assert header.startswith("id,name,status,") and any(line.startswith(crashed) for line in lines)
     assert not js_errors.script_errors()
 
 

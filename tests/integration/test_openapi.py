@@ -341,6 +341,10 @@ def _without_task_tracebacks(response: Any) -> str:
     try:
         return json.dumps(strip(response.json()))
     except ValueError:
+        pass
+    try:  # an NDJSON export: one task JSON a line
+        return "\n".join(json.dumps(strip(json.loads(line))) for line in response.text.splitlines())
+    except ValueError:
         return response.text
 
 

@@ -134,7 +134,8 @@ def get_task(task_id: str) -> Any:
     return data if grant is None else public_view(data, can_cancel=grant.cancel)
 
 
-def _filters() -> dict[str, Any]:
+def filters_from_request() -> dict[str, Any]:
+    """The list filters of this request's query string (``GET /api/tasks`` and the exports)."""
     args = request.args
     filters: dict[str, Any] = {key: args.get(key) for key in ("state", "name", "worker", "q")}
     for key, value in filters.items():
@@ -156,7 +157,7 @@ def list_tasks() -> Any:
     except ValueError:
         return {"error": f"limit must be a whole number from 1 to {MAX_LIMIT}"}, 400
     try:
-        page = ext("pulse_listing").page(_filters(), limit, request.args.get("cursor"),
+        page = ext("pulse_listing").page(filters_from_request(), limit, request.args.get("cursor"),
                                          request.args.get("order", "desc"))
     except ListingError as exc:
         return {"error": str(exc)}, 400
