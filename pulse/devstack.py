@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -126,10 +126,20 @@ def start_redis(port: int, data_dir: Path, log: IO | None = None,
 
 
 def start_worker(env: Mapping[str, str], concurrency: int = 4, log: IO | None = None,
-                 name: str = "worker", pool: str = "prefork", app: str = "tasks") -> subprocess.Popen:
-    """Start a Celery worker of the Celery app ``app`` with task events on."""
+                 name: str = "worker", pool: str = "prefork", app: str = "tasks",
+                 options: Sequence[str] = ()) -> subprocess.Popen:
+    """Start a Celery worker of the Celery app ``app`` with task events on (``options``: more
+    ``celery worker`` options, ``--autoscale=3,1`` for example)."""
     cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-E", "--loglevel", "INFO",
-           "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}@%h"]
+           "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}@%h", *options]
+    return _spawn(cmd, env, log)
+
+
+def start_beat(env: Mapping[str, str], schedule_file: Path, log: IO | None = None,
+               app: str = "tasks") -> subprocess.Popen:
+    """Start Celery's beat for the Celery app ``app``, keeping its schedule state in ``schedule_file``."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "beat", "--loglevel", "INFO",
+           "--schedule", str(schedule_file), "--max-interval", "1"]
     return _spawn(cmd, env, log)
 
 

@@ -2,14 +2,16 @@
 
 ``celery -A tasks worker`` runs it; ``celery -A tasks pulse`` (or ``python app.py``) serves its
 dashboard. Settings come from the environment: REDIS_URL (result backend, and broker unless
-BROKER_URL is set), BROKER_URL (another broker, RabbitMQ for example) and PULSE_REDIS_TIMEOUT here,
-the PULSE_* settings of ``pulse.install``.
+BROKER_URL is set), BROKER_URL (another broker, RabbitMQ for example), PULSE_REDIS_TIMEOUT and
+DEMO_COUNT_EVERY (seconds between two periodic counts, default 300) here, the PULSE_* settings of
+``pulse.install``.
 """
 
 import os
 from collections.abc import Mapping
 
 from celery import Celery
+from celery.schedules import crontab
 
 import pulse
 
@@ -28,6 +30,19 @@ def make_celery(env: Mapping[str, str] = os.environ) -> Celery:
         redis_socket_connect_timeout=timeout,
         redis_socket_timeout=timeout,
         broker_transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+        # `celery -A tasks beat` sends these; the dashboard's /periodic shows them without it.
+        beat_schedule={
+            "demo-count": {
+                "task": "tasks.demo.count",
+                "schedule": float(env.get("DEMO_COUNT_EVERY") or 300),
+                "kwargs": {"total": 20, "delay": 0.05},
+            },
+            "hourly-import-check": {
+                "task": "tasks.demo.fail_with_details",
+                "schedule": crontab(minute=0),
+                "kwargs": {"step": 2, "delay": 0.05},
+            },
+        },
     )
     return app
 

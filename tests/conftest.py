@@ -189,12 +189,24 @@ def own_server(url: str, name: str, **extra: str) -> Iterator[tuple[Popen, Stack
 
 
 @contextmanager
-def own_worker(url: str, name: str, concurrency: int = 1, app: str = "tasks",
-               **extra: str) -> Iterator[Popen]:
-    """A Celery worker of ``app`` named ``name@<host>`` on ``url``, answering pings before we go on."""
+def fresh_server(redis_url: str, db: int, name: str, **extra: str) -> Iterator[Stack]:
+    """A server of the test's own on database ``db`` of the session Redis, flushed before and after."""
+    url = db_url(redis_url, db)
+    flush_db(url)
+    with own_server(url, name, **extra) as (_proc, stack):
+        yield stack
+    flush_db(url)
+
+
+@contextmanager
+def own_worker(url: str, name: str, concurrency: int = 1, app: str = "tasks", pool: str = "prefork",
+               options: tuple[str, ...] = (), **extra: str) -> Iterator[Popen]:
+    """A Celery worker of ``app`` named ``name@<host>`` on ``url``, answering pings before we go on
+    (``pool``: its pool, ``options``: more ``celery worker`` options)."""
     env = server_env(url, 0, **extra)
     with _log(name) as log:
-        proc = devstack.start_worker(env, concurrency=concurrency, log=log, name=name, app=app)
+        proc = devstack.start_worker(env, concurrency=concurrency, log=log, name=name, app=app, pool=pool,
+                                     options=options)
         try:
             control = make_celery(env)
 

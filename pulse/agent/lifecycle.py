@@ -48,8 +48,18 @@ def _replayable_call(args: Any, kwargs: Any) -> dict | None:
     return json.loads(text) if len(text) <= CALL_LIMIT else None
 
 
-def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
-    """Record a task (and the chain steps after it) before its message is published."""
+def periodic_mark(headers: Any) -> str | bool | None:
+    """The beat entry a message's own headers name (django-celery-beat's ``periodic_task_name``,
+    Pulse's run now), True when Celery's beat sent it without naming one (``celery_beat_task``)."""
+    entry = headers.get("periodic_task_name")
+    if isinstance(entry, str) and entry:
+        return entry[:REPR_LIMIT]
+    return True if headers.get("celery_beat_task") else None
+
+
+def record_publish(app: Celery, name: str, message: Any, queue: Any, extra: Any = None) -> None:
+    """Record a task (and the chain steps after it) before its message is published; ``extra``
+    are the headers the sender adds to the message's (a periodic task's mark among them)."""
     registry = registry_of(app)
     if registry is None:
         return
@@ -71,6 +81,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
         "group_id": headers.get("group"),
         "group_index": headers.get("group_index"),
         "call": _replayable_call(args, kwargs),
+        "periodic_entry": periodic_mark(extra) if extra else None,
     }
     steps = [sig for sig in reversed((embed or {}).get("chain") or []) if isinstance(sig, dict)]
     step_ids = [sig.get("options", {}).get("task_id") for sig in steps]
@@ -100,7 +111,7 @@ def record_publish(app: Celery, name: str, message: Any, queue: Any) -> None:
 def _recording(app: Celery, send: Any, default_queue: Any) -> Any:
     def send_task_message(producer, name, message, queue=None, **kwargs):
         try:
-            record_publish(app, name, message, queue or default_queue().name)
+            record_publish(app, name, message, queue or default_queue().name, kwargs.get("headers"))
         except Exception as exc:  # the registry is a record, not a gate: publish anyway
             log.warning("pulse: task %s not recorded before publishing: %r", name, exc)
         return send(producer, name, message, queue=queue, **kwargs)

@@ -17,8 +17,10 @@ from flask_socketio import SocketIO
 
 from pulse.agent.install import install
 from pulse.record.registry import retry_once
-from pulse.server.http import api, auth, commands, embed, middleware, pages, security
+from pulse.server.http import api, auth, commands, embed, middleware, pages, schedule, security
 from pulse.server.http import export as export_routes
+from pulse.server.http import queues as queue_routes
+from pulse.server.http import workers as worker_routes
 from pulse.server.http.metrics import Metrics
 from pulse.server.http.sessions import Sessions
 from pulse.server.http.throttle import AuthThrottle
@@ -126,8 +128,11 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     auth.init_app(app)
     commands.init_app(app)
     export_routes.init_app(app)  # GET /api/tasks.csv and .ndjson
+    queue_routes.init_app(app)  # the queues page's API: after api, whose path converter it uses
     embed.init_app(app)
     pages.init_app(app)
+    schedule.init_app(app)  # the periodic tasks: after commands, which handles ActionError
+    worker_routes.init_app(app)  # worker control: after commands, which handles ActionError
     live.init_app(app, socketio)
     security.init_app(app)
     middleware.install(app)  # the WSGI stack around Socket.IO's middleware and Flask, in one list

@@ -1,5 +1,6 @@
 // The workers page: every worker Pulse knows, online or offline, its last heartbeat, processed
-// count, load and the tasks running on it with live bars.
+// count, load and the tasks running on it with live bars; and, in a panel per worker, what the
+// worker reports and the operator's controls (worker-control.js).
 // Initial state from GET /api/workers (again on every reconnection); then `workers` pushes
 // replace a worker's card and `tasks` pushes move its bars. A worker whose heartbeat expired
 // is shown offline even before the server says so.
@@ -9,10 +10,12 @@ import {
   api, connectLive, el, formatAgo, frameBatcher, progressBar, progressText, renderBar, setText,
   subscribe,
 } from './common.js';
+import {attachControl} from './worker-control.js';
 
 const container = document.getElementById('workers');
 const WORKERS_URL = container.dataset.workersUrl;
 const TASKS_URL = container.dataset.tasksUrl;
+const CONTROL_URL = container.dataset.controlUrl;
 const template = document.getElementById('worker-template');
 const emptyState = document.getElementById('workers-empty');
 const summary = document.getElementById('workers-summary');
@@ -47,6 +50,7 @@ function cardFor(hostname) {
     section.dataset.hostname = hostname;
     section.setAttribute('aria-label', `Worker ${hostname}`);
     setText(section.querySelector('.worker-name'), hostname);
+    attachControl(section, hostname, CONTROL_URL);
     entry = {data: null, section, rows: new Map()};
     workers.set(hostname, entry);
     const next = [...container.children].find((node) => node.dataset.hostname > hostname);

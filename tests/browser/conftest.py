@@ -14,11 +14,16 @@ from playwright.sync_api import expect
 from ..conftest import TIMEOUT_MS, JsErrors  # noqa: F401 - the tests here import them from this module
 
 
-def log_in(page, stack) -> None:
-    page.goto(stack.base_url + "/login")
-    page.fill("#token", stack.token)
+def log_in_as(page, base_url: str, token: str) -> None:
+    """Log in through the login form with ``token``; the dashboard is open afterwards."""
+    page.goto(base_url + "/login")
+    page.fill("#token", token)
     page.click("#login-form button[type=submit]")
-    page.wait_for_url(stack.base_url + "/")
+    page.wait_for_url(base_url + "/")
+
+
+def log_in(page, stack) -> None:
+    log_in_as(page, stack.base_url, stack.token)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from pulse import devstack
 from tests.conftest import ARTIFACTS, ROOT, start_server
 
-from .conftest import TIMEOUT_MS, watch_bar_to_100
+from .conftest import TIMEOUT_MS, log_in_as, watch_bar_to_100
 
 pytestmark = pytest.mark.browser
 VIEWER_TOKEN = "viewer-token-0123456789"
@@ -20,13 +20,6 @@ IMG = '<img src=x onerror="window.__pwned=true">'
 SCRIPT = "<script>window.__pwned=true</script>"
 PAYLOAD = f"{IMG}{SCRIPT}"
 NAME_PAYLOAD = f"{IMG}.task"
-
-
-def log_in_as(page: Page, base_url: str, token: str) -> None:
-    page.goto(base_url + "/login")
-    page.fill("#token", token)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url(base_url + "/")
 
 
 def open_page(page: Page, url: str) -> None:

@@ -209,6 +209,13 @@ def test_every_page_shows_the_payloads_as_text(watched, stack, hostile, js_error
     page.goto(stack.base_url + "/workers")
     expect(page.locator(f'tr.active-task[data-id="{hostile["held"]}"]')).to_be_visible()
     watched.assert_harmless(text("worker"), text("name"), as_arg("args"))
+
+    # Both queue names are over the API's 200 characters: listed as text, without peek or purge.
+    page.goto(stack.base_url + "/queues")
+    lonely = page.locator("#queues tbody tr").filter(has_text="[lonely-queue]")
+    expect(lonely.locator(".depth")).to_have_text("1")
+    expect(lonely.locator(".unaddressable")).to_be_visible()
+    watched.assert_harmless(text("lonely-queue"), text("queue"))
     assert not js_errors.script_errors()
 
 

@@ -59,6 +59,9 @@ CREDENTIALS = {
 # POST /login sends the operator token in its form, with the form's CSRF token: anyone holding it
 # may log in. /embed/{A} takes its token from the URL only, and only a grant for A.
 # HEAD answers as GET does, for every GET row.
+# /api/workers/w@m...: no monitor runs in this in-process app, so no worker has been seen and
+# the operator and viewer get 404 once past the credential checks (which is what is checked here);
+# real workers answer in tests/integration/test_worker_control.py.
 HTTP = """
 method path                       A-is nil jnk op  op? opS oS- vw  vwS tA  tA? tB  cA  cB  gG  exp rev frg
 GET    /healthz                   -    200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200 200
@@ -73,13 +76,27 @@ GET    /                          -    302 302 302 302 200 200 302 200 302 302 3
 GET    /tasks                     -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
 GET    /tasks/{A}                 run  302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
 GET    /workers                   -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /queues                    -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
 GET    /metrics                   -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/tasks                 -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/tasks.csv             -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/tasks.ndjson          -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/tasks/counts          -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/workers               -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/workers/w@m           - 401 401 404 401 404 404 404 404 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/pool/grow - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/pool/shrink - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/pool/autoscale - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/pool/restart - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/shutdown  - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/consumers/add - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/consumers/cancel - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/rate-limit - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/workers/w@m/time-limit - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
 GET    /api/overview              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/queues                -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/queues/celery/messages -   401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+POST   /api/queues/celery/purge   -    401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
 GET    /api/audit                 -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/goals/{goal}          run  401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/tasks/{A}             run  401 401 200 401 200 200 200 200 200 200 403 200 403 403 401 403 401
@@ -93,6 +110,9 @@ POST   /api/tasks/{A}/token       run  401 401 200 401 200 403 403 403 401 401 4
 POST   /api/groups/{G}/token      -    401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
 DELETE /api/tasks/{A}/tokens      run  401 401 200 401 200 403 403 403 401 401 401 401 401 401 401 401 401
 POST   /api/tasks/{A}/cancel      run  401 401 200 401 200 403 403 403 403 403 403 200 403 403 401 403 401
+GET    /periodic                  -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /api/periodic              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+POST   /api/periodic/demo-count/run -  401 401 202 401 202 403 403 403 401 401 401 401 401 401 401 401 401
 """
 
 # Socket.IO: connect with the credential from the origin, then on that one connection subscribe
@@ -245,6 +265,10 @@ def http_cell(app, row: Row, credential: str) -> int:
         body["data"] = {"token": TOKEN, "csrf_token": csrf}
     elif row.path == "/api/tasks" and row.method == "POST":
         body["json"] = {"name": "tasks.demo.count", "kwargs": {"total": 1}}
+    elif row.path.startswith("/api/queues/") and row.method == "POST":
+        body["json"] = {"reason": "access matrix"}
+    elif row.path.startswith("/api/periodic/") and row.method == "POST":
+        body["json"] = {"reason": "access matrix"}
     response = client.open(path, method=row.method, headers=headers, query_string=query, **body)
     response.close()  # a static file's response holds the file open
     if credential in TASK_TOKENS and response.status_code == 200 and row.method != "HEAD" \

@@ -64,3 +64,26 @@ def test_group_members_carry_their_group_id(app):
     records = [app.pulse.registry.get(child.id) for child in result.results]
     assert {r["group_id"] for r in records} == {result.id}
     assert [r["status"] for r in records] == ["scheduled", "scheduled"]
+
+
+def test_a_periodic_tasks_mark_is_kept_in_its_record(app):
+    registry = app.pulse.registry
+    named = app.send_task("tasks.demo.count", headers={"periodic_task_name": "nightly"})
+    by_beat = app.send_task("tasks.demo.count", headers={"celery_beat_task": True})
+    plain = app.send_task("tasks.demo.count", headers={"other": "x"})
+    assert registry.get(named.id)["periodic_entry"] == "nightly"
+    assert registry.get(by_beat.id)["periodic_entry"] is True
+    assert "periodic_entry" not in registry.get(plain.id)
+
+
+def test_what_this_celerys_beat_sends_is_recorded_as_sent_by_beat(app):
+    # Celery's own scheduler, in process: its apply_async is what `celery beat` calls for a due entry.
+    from celery.beat import ScheduleEntry, Scheduler
+
+    entry = ScheduleEntry(name="every-minute", task="tasks.demo.count", schedule=60,
+                          kwargs={"total": 2}, app=app)
+    result = Scheduler(app, lazy=True).apply_async(entry, advance=False)
+    record = app.pulse.registry.get(result.id)
+    # celery 5.7 marks the message (celery_beat_task) but does not name the entry.
+    assert record["periodic_entry"] is True
+    assert record["call"] == {"args": [], "kwargs": {"total": 2}}

@@ -1,4 +1,5 @@
-"""The browser pages: overview, tasks, task detail and workers (login lives in ``auth``).
+"""The browser pages: overview, tasks, task detail, workers and periodic tasks (login lives in
+``auth``).
 
 Pages are shells: their scripts read the API and the Socket.IO rooms, so what a page shows is
 exactly what the API answers.
@@ -9,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, render_template
 
 from pulse.server.http.auth import page_access
+from pulse.server.model.queues import NAME_LIMIT
 from pulse.server.model.taskjson import valid_id
 
 bp = Blueprint("pages", __name__)
@@ -38,6 +40,18 @@ def task(task_id: str) -> Any:
 @page_access
 def workers() -> Any:
     return render_template("workers.html", page="workers")
+
+
+@bp.get("/queues")
+@page_access
+def queues() -> Any:
+    return render_template("queues.html", page="queues", name_limit=NAME_LIMIT)
+
+
+@bp.get("/periodic")
+@page_access
+def periodic() -> Any:
+    return render_template("periodic.html", page="periodic")
 
 
 def init_app(app: Flask) -> None:

@@ -74,6 +74,10 @@ class Actions:
             raise ActionError(503, f"the broker connection failed, task not sent: "
                                    f"{type(exc).__name__}") from exc
 
+    def send(self, name: str, args: list, kwargs: dict, **options: Any) -> str:
+        """Publish a task through the app; its id, or ActionError 503 when the broker is unreachable."""
+        return self._send(name, args, kwargs, **options)
+
     def launch(self, who: str, name: str, args: list, kwargs: dict, goal: str | None = None,
                force: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a task; with a ``goal`` whose task is alive or finished, return that one instead.

@@ -17,7 +17,7 @@ FIELDS = (
     "name", "state", "progress", "result", "failure", "worker", "queue", "args", "kwargs", "retries",
     "sent_at", "received_at", "started_at", "finished_at", "runtime", "parent_id", "root_id",
     "group_id", "chain", "chain_of", "chord_of", "goal", "replay_of", "replayed_by", "revoke_requested_at",
-    "revoke_reason", "last_error", "lost_reason", "created_at", "updated_at",
+    "revoke_reason", "last_error", "lost_reason", "periodic_entry", "created_at", "updated_at",
 )
 RATE_WINDOW = 10  # history points used for the rate
 
