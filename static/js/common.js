@@ -174,3 +174,62 @@ export function subscribe(socket, payload, then) {
     then(ack);
   });
 }
+
+// Who consumes a queue, as the overview and the queues page say it (null: not asked yet).
+export function consumersText(consumers) {
+  if (consumers == null) return 'not known yet';
+  if (consumers.length === 0) return 'none';
+  return consumers.join(', ');
+}
+
+// Keeps a page's figures fresh by calling `read` (async): one read at a time (a call during one
+// makes one more after it), every `every` ms while the tab is visible, at once when the tab comes
+// back after longer, and `soon()` (a push said something changed) at most once per `soonEvery` ms
+// however many pushes ask. Returns {load, soon}.
+export function refresher(read, {every, soonEvery}) {
+  let lastLoad = 0;
+  let loading = null;
+  let again = false;
+  let soonTimer = 0;
+  let pollTimer = 0;
+
+  function schedulePoll() {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(() => {
+      if (document.hidden) schedulePoll();
+      else load();
+    }, every);
+  }
+
+  async function load() {
+    if (loading) {
+      again = true;
+      return loading;
+    }
+    lastLoad = Date.now();
+    loading = read();
+    try {
+      await loading;
+    } finally {
+      loading = null;
+      schedulePoll();
+      if (again) {
+        again = false;
+        soon();
+      }
+    }
+  }
+
+  function soon() {
+    if (soonTimer) return;
+    soonTimer = setTimeout(() => {
+      soonTimer = 0;
+      load();
+    }, Math.max(0, lastLoad + soonEvery - Date.now()));
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && Date.now() - lastLoad > every) load();
+  });
+  return {load, soon};
+}

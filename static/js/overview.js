@@ -7,8 +7,8 @@
 // Task data reaches the DOM through textContent and attributes only, never as HTML.
 
 import {
-  STATUSES, api, connectLive, el, formatDuration, frameBatcher, progressBar, progressText,
-  renderBar, setText, subscribe,
+  STATUSES, api, connectLive, consumersText, el, formatDuration, frameBatcher, progressBar, progressText,
+  refresher, renderBar, setText, subscribe,
 } from './common.js';
 import {barChart} from './charts.js';
 
@@ -107,12 +107,6 @@ function renderThroughput(rows, failureRate) {
 const queueBody = document.querySelector('#queues tbody');
 const queuesEmpty = document.getElementById('queues-empty');
 
-function consumersText(consumers) {
-  if (consumers == null) return 'not known yet';
-  if (consumers.length === 0) return 'none';
-  return consumers.join(', ');
-}
-
 function renderQueues(queues) {
   const rows = queues.map((queue) => {
     const unconsumed = Array.isArray(queue.consumers) && queue.consumers.length === 0;
@@ -170,70 +164,30 @@ let onlineCount = null;  // workers online, as the last overview said
 // ---- Loading the overview ----------------------------------------------------------------
 
 const updated = document.getElementById('overview-updated');
-let lastLoad = 0;
-let loading = null;
-let loadAgain = false;
-let soonTimer = 0;
-let pollTimer = 0;
 
-function schedulePoll() {
-  clearTimeout(pollTimer);
-  pollTimer = setTimeout(() => {
-    if (document.hidden) schedulePoll();
-    else loadOverview();
-  }, POLL_EVERY_MS);
-}
-
-async function loadOverview() {
-  if (loading) {
-    loadAgain = true;
-    return loading;
-  }
-  lastLoad = Date.now();
-  loading = (async () => {
-    const answer = await api(OVERVIEW_URL);
-    if (answer.ok) {
-      const data = answer.data;
-      renderCounts(data.counts);
-      renderThroughput(data.throughput || [], data.failure_rate);
-      renderQueues(data.queues || []);
-      monitorConnected = !data.monitor || data.monitor.connected !== false;
-      lastWarnings = data.warnings || [];
-      onlineCount = data.workers ? data.workers.online : null;
-      renderWarnings(lastWarnings);
-      updated.classList.remove('stale');
-      setText(updated, `Updated ${new Date((data.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`);
-    } else {
-      updated.classList.add('stale');
-      const reason = answer.data.error || `HTTP ${answer.status}`;
-      setText(updated, `Could not refresh (${reason}); figures may be out of date.`);
-    }
-  })();
-  try {
-    await loading;
-  } finally {
-    loading = null;
-    schedulePoll();
-    if (loadAgain) {
-      loadAgain = false;
-      refreshSoon();
-    }
+async function readOverview() {
+  const answer = await api(OVERVIEW_URL);
+  if (answer.ok) {
+    const data = answer.data;
+    renderCounts(data.counts);
+    renderThroughput(data.throughput || [], data.failure_rate);
+    renderQueues(data.queues || []);
+    monitorConnected = !data.monitor || data.monitor.connected !== false;
+    lastWarnings = data.warnings || [];
+    onlineCount = data.workers ? data.workers.online : null;
+    renderWarnings(lastWarnings);
+    updated.classList.remove('stale');
+    setText(updated, `Updated ${new Date((data.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`);
+  } else {
+    updated.classList.add('stale');
+    const reason = answer.data.error || `HTTP ${answer.status}`;
+    setText(updated, `Could not refresh (${reason}); figures may be out of date.`);
   }
 }
 
-// Re-read soon, but at most once per CHART_EVERY_MS however many pushes ask for it.
-function refreshSoon() {
-  if (soonTimer) return;
-  const wait = Math.max(0, lastLoad + CHART_EVERY_MS - Date.now());
-  soonTimer = setTimeout(() => {
-    soonTimer = 0;
-    loadOverview();
-  }, wait);
-}
-
-document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && Date.now() - lastLoad > POLL_EVERY_MS) loadOverview();
-});
+// Pushes re-read it soon, but at most once per CHART_EVERY_MS however many ask.
+const {load: loadOverview, soon: refreshSoon} = refresher(readOverview,
+  {every: POLL_EVERY_MS, soonEvery: CHART_EVERY_MS});
 
 // ---- Recent tasks ------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@
 // Queue names and message data reach the DOM through textContent and attributes only, never as HTML.
 
 import {
-  api, canAct, confirmAction, connectLive, el, formatDuration, formatTime, setText, subscribe,
+  api, canAct, confirmAction, connectLive, consumersText, el, formatDuration, formatTime, refresher,
+  setText, subscribe,
 } from './common.js';
 
 const root = document.getElementById('queues-page');
@@ -29,12 +30,6 @@ let peeking = null;         // the queue whose messages are shown
 
 function queueUrl(name, suffix) {
   return `${API_BASE}${encodeURIComponent(name)}/${suffix}`;
-}
-
-function consumersText(consumers) {
-  if (consumers == null) return 'not known yet';
-  if (consumers.length === 0) return 'none';
-  return consumers.join(', ');
 }
 
 // The API addresses a queue by a name of at most NAME_LIMIT characters without control characters;
@@ -120,64 +115,23 @@ function renderQueues(data) {
 
 // ---- Loading -----------------------------------------------------------------------------
 
-let loading = null;
-let again = false;
-let pollTimer = 0;
-let soonTimer = 0;
-let lastLoad = 0;
-
-async function loadQueues() {
-  if (loading) {
-    again = true;
-    return loading;
+async function readQueues() {
+  const answer = await api(QUEUES_URL);
+  if (answer.ok) {
+    errorLine.hidden = true;
+    renderQueues(answer.data);
+    updated.classList.remove('stale');
+    setText(updated, `Updated ${new Date((answer.data.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`);
+  } else {
+    updated.classList.add('stale');
+    errorLine.hidden = false;
+    setText(errorLine, `Could not read the queues (${answer.data.error || `HTTP ${answer.status}`}); `
+      + 'what is shown may be out of date.');
   }
-  lastLoad = Date.now();
-  loading = (async () => {
-    const answer = await api(QUEUES_URL);
-    if (answer.ok) {
-      errorLine.hidden = true;
-      renderQueues(answer.data);
-      updated.classList.remove('stale');
-      setText(updated, `Updated ${new Date((answer.data.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`);
-    } else {
-      updated.classList.add('stale');
-      errorLine.hidden = false;
-      setText(errorLine, `Could not read the queues (${answer.data.error || `HTTP ${answer.status}`}); `
-        + 'what is shown may be out of date.');
-    }
-    if (peeking !== null) await loadPeek();
-  })();
-  try {
-    await loading;
-  } finally {
-    loading = null;
-    schedulePoll();
-    if (again) {
-      again = false;
-      refreshSoon();
-    }
-  }
+  if (peeking !== null) await loadPeek();
 }
 
-function schedulePoll() {
-  clearTimeout(pollTimer);
-  pollTimer = setTimeout(() => {
-    if (document.hidden) schedulePoll();
-    else loadQueues();
-  }, POLL_EVERY_MS);
-}
-
-function refreshSoon() {
-  if (soonTimer) return;
-  soonTimer = setTimeout(() => {
-    soonTimer = 0;
-    loadQueues();
-  }, Math.max(0, lastLoad + SOON_MS - Date.now()));
-}
-
-document.addEventListener('visibilitychange', () => {
-  if (!document.hidden && Date.now() - lastLoad > POLL_EVERY_MS) loadQueues();
-});
+const {load: loadQueues, soon: refreshSoon} = refresher(readQueues, {every: POLL_EVERY_MS, soonEvery: SOON_MS});
 
 // ---- Peek --------------------------------------------------------------------------------
 
