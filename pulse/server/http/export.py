@@ -17,14 +17,11 @@ bp = Blueprint("export", __name__)
 
 def _export(media_type: str, suffix: str, encode: Callable[[Iterator[dict]], Iterator[bytes]],
             trailer: Callable[[str], bytes]) -> Any:
-    order = request.args.get("order", "desc")
-    try:
-        filters = filters_from_request()
-        # The first page now, so that a bad filter or cursor is a 400, not a broken download.
-        ext("pulse_listing").page(filters, 1, None, order)
+    try:  # reads the first page: a bad filter is a 400, not a broken download
+        rows = export.tasks(ext("pulse_listing"), ext("pulse_store"), filters_from_request(),
+                            request.args.get("order", "desc"))
     except ListingError as exc:
         return {"error": str(exc)}, 400
-    rows = export.tasks(ext("pulse_listing"), ext("pulse_store"), filters, order)
     name = f"pulse-tasks-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.{suffix}"
     return Response(export.guarded(encode(rows), trailer), mimetype=media_type,
                     headers={"Content-Disposition": f'attachment; filename="{name}"',
