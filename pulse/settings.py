@@ -153,6 +153,9 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "CONNECT_TIMEOUT": _read(env, "PULSE_CONNECT_TIMEOUT", _at_least(0.5), 5.0),
         # GET /api/tasks/<id>?wait= requests waiting at once per credential (more: 429 at once).
         "MAX_WAITS_PER_CREDENTIAL": _read(env, "PULSE_MAX_WAITS_PER_CREDENTIAL", _positive_whole, 20),
+        # The most tasks one bulk action may select (a request may ask for fewer): a filter that
+        # selects more is refused, not cut, so an operator never acts on an arbitrary part.
+        "BULK_CAP": _read(env, "PULSE_BULK_CAP", _positive_whole, 10_000),
         # Always Secure; otherwise only on requests that came over HTTPS (pulse.security asks each one).
         "SESSION_COOKIE_SECURE": _read(env, "PULSE_SECURE_COOKIE", _flag, False),
         "SESSION_COOKIE_SAMESITE": "Lax",

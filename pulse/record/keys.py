@@ -5,22 +5,30 @@ Families, as ``<prefix><name>``:
 - ``t:<id>`` a task's record (a hash), ``h:<id>`` its progress history (a list), ``c:<id>`` its
   children (a set);
 - ``i:<field>:<value>`` the tasks with that status, state, name, worker or queue (a sorted set),
-  ``i:group:<id>`` a group's members, ``i:all`` every task by first record, ``i:updated`` by last
+  ``i:group:<id>`` a group's members, ``i:term:<term>`` the tasks with that search term
+  (terms.py), ``i:all`` every task by first record, ``i:updated`` by last
   change, ``i:ended`` the ended ones by end time;
 - ``names``, ``queues``, ``workers`` the task names, queues and workers ever recorded (sets);
+  ``idchars`` the characters of every id ever recorded (a set);
+- ``i:failgroup:<name>\x1f<exception type>`` the unresolved failures (failed or lost) of a task name
+  and exception type (an index like the others); ``failgroups`` the groups that have any (a set);
 - ``tp:<minute>`` finished and failed tasks in that minute (a hash);
 - ``chord:<group id>`` a chord's body, ``unitmax:<id>`` a unit's highest progress shown;
 - ``goal:<goal>`` a goal's current task, ``goal-lock:<goal>`` the lock taken to launch it;
 - ``tokrev:<scope>`` the token revocation cut-off of a task or group;
 - ``auth-failures:<address>:<minute>`` failed credential checks of a client in that minute;
+- ``acting:<id>`` the claim of an action on a task; ``bulk:<job>`` a bulk action and its parts
+  ``bulk:<job>:ids|claimed|outcomes|lease``, ``bulk-jobs`` the bulk actions by time;
 - ``session:<id>`` a login session (a string: its role and credential fingerprint);
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
 
 The Lua scripts build some of these from the prefix themselves, with the same spelling:
-``lua/write.lua`` (``c:``, ``i:<field>:<value>``, ``i:group:``, ``i:all``, ``i:updated``, ``i:ended``,
-``names``, ``queues``, ``workers``, ``tp:``) and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``,
-``i:<field>:<value>``, ``i:all``, ``i:ended``, ``i:updated``). Change a name there too, or old
-data is orphaned.
+``lua/write.lua`` (``c:``, ``i:<field>:<value>``, ``i:group:``, ``i:term:``, ``i:failgroup:``,
+``i:all``, ``i:updated``, ``i:ended``, ``names``, ``queues``, ``workers``, ``failgroups``, ``idchars``,
+``tp:``)
+and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``, ``i:<field>:<value>``, ``i:term:``, ``i:failgroup:``,
+``i:all``, ``i:ended``, ``i:updated``, ``failgroups``). Change a name there too, or old data is
+orphaned.
 """
 
 
@@ -72,6 +80,16 @@ class Keys:
         return f"{self.prefix}names"
 
     @property
+    def failure_groups(self) -> str:
+        """The set of the failure inbox's groups (name and exception type) that have failures."""
+        return f"{self.prefix}failgroups"
+
+    @property
+    def id_chars(self) -> str:
+        """The set of the characters of every id ever recorded."""
+        return f"{self.prefix}idchars"
+
+    @property
     def queues(self) -> str:
         """The set of the queues ever recorded."""
         return f"{self.prefix}queues"
@@ -99,6 +117,20 @@ class Keys:
     def auth_failures(self, address: str, minute: int) -> str:
         """The count of failed credential checks from ``address`` in ``minute`` (Unix time // 60)."""
         return f"{self.prefix}auth-failures:{address}:{minute}"
+
+    def acting(self, task_id: str) -> str:
+        """The claim an action holds on a task while it acts (a replay sends before it records)."""
+        return f"{self.prefix}acting:{task_id}"
+
+    def bulk(self, job_id: str, part: str = "") -> str:
+        """A bulk action's job (a hash), or one of its parts: ``ids`` (a list), ``claimed`` (a set),
+        ``outcomes`` (a hash), ``lease`` (the server running it)."""
+        return f"{self.prefix}bulk:{job_id}" + (f":{part}" if part else "")
+
+    @property
+    def bulk_jobs(self) -> str:
+        """The sorted set of bulk actions by the time they were asked for."""
+        return f"{self.prefix}bulk-jobs"
 
     def session(self, session_id: str) -> str:
         """A login session: gone once it was ended (logout) or expired."""

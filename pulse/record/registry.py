@@ -18,9 +18,12 @@ from redis.retry import Retry
 
 from .keys import Keys
 from .scripts import script
+from .terms import joined, record_terms
 
 # Stored as plain strings, because the Lua script compares and indexes them.
-RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue", "group_id"})
+RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue", "group_id", "terms", "exc_type"})
+# The fields a record's search terms come from (terms.py).
+SEARCHED = frozenset({"args", "kwargs", "call", "result", "failure"})
 FLOAT_FIELDS = frozenset({"created_at", "updated_at"})
 
 
@@ -225,8 +228,19 @@ class Registry:
 def step(status: str | None = None, fields: dict[str, Any] | None = None, fill: dict[str, Any] | None = None,
          point: tuple[float, float] | None = None, parent: str | None = None,
          expect: Iterable[str] | None = None) -> list[Any]:
-    """One write's arguments for the Lua script (see ``Registry.write`` for their meaning)."""
+    """One write's arguments for the Lua script (see ``Registry.write`` for their meaning).
+
+    A write of arguments, a result or a failure also carries their search terms (``terms``), which
+    the script adds to the record's and indexes.
+    """
     args: list[Any] = [status or "", ",".join(expect) if expect is not None else ""]
+    written = {**(fill or {}), **(fields or {})}
+    if not SEARCHED.isdisjoint(written):
+        terms = record_terms(written)
+        if terms:
+            fields = {**(fields or {}), "terms": joined(terms)}
+        # The exception type, indexed (i:exc_type:<type>) for the failure inbox and its filter.
+        fields, fill = _with_exc_type(fields), _with_exc_type(fill)
     for pairs in (fields or {}, fill or {}):
         pairs = {k: v for k, v in pairs.items() if v is not None}
         args.append(len(pairs))
@@ -234,6 +248,13 @@ def step(status: str | None = None, fields: dict[str, Any] | None = None, fill: 
             args += [field, encode(value, field)]
     args += [f"{point[0]:.6f} {point[1]}" if point else "", parent or ""]
     return args
+
+
+def _with_exc_type(pairs: dict[str, Any] | None) -> dict[str, Any] | None:
+    failure = (pairs or {}).get("failure")
+    if isinstance(failure, dict) and isinstance(failure.get("exc_type"), str) and failure["exc_type"]:
+        return {**pairs, "exc_type": failure["exc_type"]}
+    return pairs
 
 
 def as_text(value: Any) -> str:

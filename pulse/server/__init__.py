@@ -18,6 +18,7 @@ from flask_socketio import SocketIO
 from pulse.agent.install import install
 from pulse.record.registry import retry_once
 from pulse.server.http import api, auth, commands, embed, middleware, pages, schedule, security
+from pulse.server.http import bulk as bulk_routes
 from pulse.server.http import export as export_routes
 from pulse.server.http import queues as queue_routes
 from pulse.server.http import workers as worker_routes
@@ -29,6 +30,7 @@ from pulse.server.ingest.notices import Notices
 from pulse.server.model.actions import Actions
 from pulse.server.model.amqp_queues import amqp_depths
 from pulse.server.model.audit import AuditLog
+from pulse.server.model.bulk import Bulk
 from pulse.server.model.groups import describe_unit
 from pulse.server.model.listing import Listing
 from pulse.server.model.results import use_lookup_only_backend
@@ -38,6 +40,7 @@ from pulse.server.model.workers import worker_json
 from pulse.server.push import live
 from pulse.server.push.packets import SafePacket
 from pulse.server.push.waiters import Waiters
+from pulse.server.upkeep.bulk_runner import BulkRunner
 from pulse.server.upkeep.lapses import Lapses
 from pulse.server.upkeep.maintenance import Maintenance
 from pulse.settings import load_config
@@ -83,6 +86,12 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
         task_changed(data)
         notices.publish([data["id"]])
 
+    def many_changed_here(task_ids: list[str]) -> None:
+        # A bulk action's batch: one read and one notice message for all of it.
+        for data in store.many_json(task_ids, points=lambda task_id: RATE_WINDOW):
+            task_changed(data)
+        notices.publish(task_ids)
+
     monitor = Monitor(celery_app, store, on_task=task_changed, on_status=broadcaster.monitor_status,
                       on_events=metrics.events_seen, on_worker=broadcaster.worker_changed,
                       idle_timeout=config["MONITOR_IDLE_TIMEOUT"],
@@ -122,7 +131,10 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
         pulse_audit=(audit := AuditLog(registry.client, registry.keys)),
         pulse_auth_throttle=AuthThrottle(registry.client, registry.keys, config["AUTH_ATTEMPTS"]),
         pulse_sessions=Sessions(registry.client, registry.keys, config["SESSION_LIFETIME"]),
-        pulse_actions=Actions(store, celery_app, audit, on_change=changed_here),
+        pulse_actions=(actions := Actions(store, celery_app, audit, on_change=changed_here)),
+        pulse_bulk=(bulk := Bulk(registry, listing, actions, audit, config["BULK_CAP"],
+                                 on_changed=many_changed_here)),
+        pulse_bulk_runner=BulkRunner(bulk, notices.origin, pause=lambda: socketio.sleep(0)),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
@@ -133,6 +145,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     pages.init_app(app)
     schedule.init_app(app)  # the periodic tasks: after commands, which handles ActionError
     worker_routes.init_app(app)  # worker control: after commands, which handles ActionError
+    bulk_routes.init_app(app)  # bulk actions and the failure inbox: after commands, likewise
     live.init_app(app, socketio)
     security.init_app(app)
     middleware.install(app)  # the WSGI stack around Socket.IO's middleware and Flask, in one list
@@ -158,8 +171,9 @@ def broker_client(celery_app: Celery) -> redis.Redis | None:
 
 
 def start_background(app: Flask) -> None:
-    """Start the monitor, the registry upkeep, the dashboard pusher and the token recheck."""
+    """Start the monitor, the registry upkeep, the dashboard pusher, the token recheck and the
+    bulk action runner."""
     socketio = app.extensions["socketio"]
-    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses"):
+    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses", "pulse_bulk_runner"):
         worker = app.extensions[name]
         socketio.start_background_task(worker.run, sleep=socketio.sleep)

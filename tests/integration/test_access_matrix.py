@@ -33,6 +33,7 @@ VIEWER = "viewer-token-0123456789abcdef"
 EMBED_ORIGIN = "http://app.example.test"  # in PULSE_EMBED_ORIGINS
 OTHER_ORIGIN = "http://evil.example.test"  # not
 PROXIED = "pulse.example.test"  # the host a TLS-terminating proxy serves Pulse on
+UNKNOWN_JOB = "bulk-0123456789abcdef"  # {J}: a well-formed bulk action id that names no job
 
 CREDENTIALS = {
     "nil": "no credentials at all",
@@ -112,6 +113,14 @@ DELETE /api/tasks/{A}/tokens      run  401 401 200 401 200 403 403 403 401 401 4
 POST   /api/tasks/{A}/cancel      run  401 401 200 401 200 403 403 403 403 403 403 200 403 403 401 403 401
 GET    /periodic                  -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
 GET    /api/periodic              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /failures                  -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /api/failures              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/bulk                  -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /api/bulk/preview          fail 401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+POST   /api/bulk                  fail 401 401 202 401 202 403 403 403 401 401 401 401 401 401 401 401 401
+GET    /api/bulk/{J}          - 401 401 404 401 404 404 404 404 401 401 401 401 401 401 401 401 401
+GET    /api/bulk/{J}/outcomes - 401 401 404 401 404 404 404 404 401 401 401 401 401 401 401 401 401
+POST   /api/bulk/{J}/cancel - 401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
 POST   /api/periodic/demo-count/run -  401 401 202 401 202 403 403 403 401 401 401 401 401 401 401 401 401
 """
 
@@ -256,7 +265,7 @@ def http_cell(app, row: Row, credential: str) -> int:
     registry = app.extensions["pulse_registry"]
     ids = seed(registry, STATUS_OF_A[row.a_is])
     target = ids["B"] if credential in ("tB", "cB") else ids["A"]
-    path = row.path.format(A=target, G=ids["G"], goal=ids["goal"])
+    path = row.path.format(A=target, G=ids["G"], goal=ids["goal"], J=UNKNOWN_JOB)
     client, headers, query = http_credential(app, credential, ids)
     body: dict[str, Any] = {}
     if row.path == "/login" and row.method == "POST":
@@ -269,6 +278,12 @@ def http_cell(app, row: Row, credential: str) -> int:
         body["json"] = {"reason": "access matrix"}
     elif row.path.startswith("/api/periodic/") and row.method == "POST":
         body["json"] = {"reason": "access matrix"}
+    elif row.path == "/api/bulk" and row.method == "POST":  # task A alone, by its id
+        body["json"] = {"action": "skip", "filters": {"q": f"id:{ids['A']}"}, "reason": "access matrix"}
+    elif row.path.endswith("/cancel") and row.path.startswith("/api/bulk/"):
+        body["json"] = {"reason": "access matrix"}
+    elif row.path == "/api/bulk/preview":
+        query = {**query, "action": "skip", "q": f"id:{ids['A']}"}
     response = client.open(path, method=row.method, headers=headers, query_string=query, **body)
     response.close()  # a static file's response holds the file open
     if credential in TASK_TOKENS and response.status_code == 200 and row.method != "HEAD" \
@@ -286,7 +301,7 @@ def test_every_route_has_a_row(matrix_app):
     routes = {(rule.endpoint, method) for rule in matrix_app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     adapter = matrix_app.url_map.bind("localhost")
-    sample = {"A": "a-1", "G": "g-1", "goal": "goal-1"}
+    sample = {"A": "a-1", "G": "g-1", "goal": "goal-1", "J": UNKNOWN_JOB}
     covered = {(adapter.match(row.path.format(**sample), row.method)[0], row.method) for row in ROWS
                if row.method != "HEAD"}
     assert routes - covered == set(), "routes without a row in the HTTP table"
@@ -295,7 +310,7 @@ def test_every_route_has_a_row(matrix_app):
 
 def test_options_answers_carry_nothing(matrix_app):
     client = matrix_app.test_client()
-    for path in {row.path.format(A="a-1", G="g-1", goal="goal-1") for row in ROWS}:
+    for path in {row.path.format(A="a-1", G="g-1", goal="goal-1", J=UNKNOWN_JOB) for row in ROWS}:
         response = client.options(path)
         assert (response.status_code, response.data) == (200, b""), path
 

@@ -1,17 +1,19 @@
 -- One stretch of a page of task ids, walked from the best index, newest (or oldest) first.
--- KEYS: the index of all tasks, a scratch key, then the filter groups' index keys one group after
---       the other.
+-- KEYS: the index of all tasks, a scratch key, then the filter groups' keys one group after the
+--       other: a group's value keys, then its membership indexes (search terms, a failure group).
 -- ARGV: max score, min score, cursor score ('' = from the start), cursor id, limit, cap (the work
---       this call may do: 1 an index entry walked, plus the read cost for each record read), read
---       cost, order ('desc' = newest first, 'asc' = oldest first), q ('' = none), the prefix of a
---       record's key (the record of id X is that prefix .. X), the number of groups, then per group
---       its record field and its values (one per key, in the keys' order), then the number of task
---       names that contain q, and those names.
--- A task matches when it is in at least one key of every group (a group is one filter: the
--- statuses asked for, a name, ...) and, with q, when its id contains q or its name is one of the
--- names. The indexes are kept from the record's own fields (write.lua, prune.lua): a task is in
+--       this call may do: 1 an index entry walked, plus the read cost for each record read and
+--       TERM_COST for each membership checked), read cost, order ('desc' = newest first, 'asc' =
+--       oldest first), the prefix of a record's key (the record of id X is that prefix .. X), the
+--       number of groups, then per group: its record field ('' = none), a text the id may contain
+--       ('' = none), the number of its values and the values (one per value key, in the keys'
+--       order), the number of its membership indexes.
+-- A task matches when it is in every group (a group is one filter: the statuses asked for, a
+-- name, a search term, a free word...). It is in a group when its id contains the group's text,
+-- or its record's field holds one of the group's values, or it is in one of the group's
+-- membership indexes. The indexes are kept from the record's own fields (write.lua, prune.lua): a task is in
 -- i:<field>:<value> exactly when its record's <field> is <value>, so one HMGET of the record
--- checks every filter and the name at once, however many statuses or names there are.
+-- checks every field of every group at once, however many statuses or names there are.
 -- Every index scores a task by the time it was first recorded, so any of them can drive the walk.
 -- Redis is also the broker, and a script holds it whole: a call stops once it has done ``cap``
 -- work (the caller goes on with more calls), so no call holds Redis long whatever the filters.
@@ -19,45 +21,59 @@
 -- cap stopped the walk (else the page is complete or the index exhausted).
 local maxs, mins, cscore, cid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local limit, cap, read_cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local asc, q, record = ARGV[8] == 'asc', ARGV[9], ARGV[10]
+local asc, record = ARGV[8] == 'asc', ARGV[9]
+local TERM_COST = 2  -- a membership check (ZSCORE) costs about half a record read
 
-local groups, fields, allowed, sizes = {}, {}, {}, {}
-local k, a = 3, 12
-local ngroups = tonumber(ARGV[11])
+-- Keys no task is in are dropped: a group left with none (and no id text) matches nothing.
+local groups, need = {}, {}
+local k, a = 3, 11
+local ngroups = tonumber(ARGV[10])
 for g = 1, ngroups do
-  local keys, values, size = {}, {}, 0
-  fields[g] = ARGV[a]
-  local n = tonumber(ARGV[a + 1])
-  for i = 1, n do
-    keys[i] = KEYS[k]
-    values[ARGV[a + 1 + i]] = true
-    size = size + redis.call('ZCARD', KEYS[k])
+  local grp = {field = ARGV[a], idsub = ARGV[a + 1], allowed = {}, tkeys = {}, keys = {}, size = 0}
+  local nvalues = tonumber(ARGV[a + 2])
+  for i = 1, nvalues do
+    local n = redis.call('ZCARD', KEYS[k])
+    if n > 0 then
+      grp.allowed[ARGV[a + 2 + i]] = true
+      grp.keys[#grp.keys + 1], grp.size, grp.has_field = KEYS[k], grp.size + n, true
+    end
     k = k + 1
   end
-  a = a + 2 + n
-  if size == 0 then return {{}, '', '', 0} end
-  groups[g], allowed[g], sizes[g] = keys, values, size
+  a = a + 3 + nvalues
+  local nterms = tonumber(ARGV[a])
+  for _ = 1, nterms do
+    local n = redis.call('ZCARD', KEYS[k])
+    if n > 0 then
+      grp.tkeys[#grp.tkeys + 1] = KEYS[k]
+      grp.keys[#grp.keys + 1], grp.size = KEYS[k], grp.size + n
+    end
+    k = k + 1
+  end
+  a = a + 1
+  if #grp.keys == 0 and grp.idsub == '' then return {{}, '', '', 0} end
+  groups[g] = grp
 end
-local names, nnames = {}, tonumber(ARGV[a])
-for i = 1, nnames do names[ARGV[a + i]] = true end
 
--- The driver: the smallest one-key group, else all tasks. A group of several keys (statuses)
--- that is smaller still is merged into the scratch key when merging its m entries costs less
--- than walking the other driver until limit matches turn up (about limit * n / m entries), and
--- m is at most half this call's cap (the merge is not counted: it costs less than walking).
+-- The driver: the smallest one-key group, else all tasks. A group of several keys (statuses, a
+-- free word's names and term) that is smaller still is merged into the scratch key when merging
+-- its m entries costs less than walking the other driver until limit matches turn up (about
+-- limit * n / m entries), and m is at most half this call's cap (the merge is not counted: it
+-- costs less than walking). A group with id text cannot drive: any id may contain it.
 local driver, driven, best = KEYS[1], 0, redis.call('ZCARD', KEYS[1])
 for g = 1, ngroups do
-  if #groups[g] == 1 and sizes[g] < best then driver, driven, best = groups[g][1], g, sizes[g] end
+  local grp = groups[g]
+  if grp.idsub == '' and #grp.keys == 1 and grp.size < best then driver, driven, best = grp.keys[1], g, grp.size end
 end
 local merged = false
 for g = 1, ngroups do
-  if #groups[g] > 1 and sizes[g] * sizes[g] < limit * best and 2 * sizes[g] <= cap then
-    best, driven, merged = sizes[g], g, true
+  local grp = groups[g]
+  if grp.idsub == '' and #grp.keys > 1 and grp.size * grp.size < limit * best and 2 * grp.size <= cap then
+    best, driven, merged = grp.size, g, true
   end
 end
 if merged then
   driver = KEYS[2]
-  local args = {driver, #groups[driven], unpack(groups[driven])}
+  local args = {driver, #groups[driven].keys, unpack(groups[driven].keys)}
   -- Every index holds a task at the same score; MAX (not the default SUM) keeps it.
   table.insert(args, 'AGGREGATE')
   table.insert(args, 'MAX')
@@ -65,31 +81,52 @@ if merged then
   redis.call('EXPIRE', driver, 60)  -- deleted below; this only guards against an error between
 end
 
--- The record fields an entry is checked on: the other groups', then the name for q.
-local checks, need = {}, {}
-for g = 1, ngroups do
-  if g ~= driven then
-    checks[#checks + 1] = g
-    need[#need + 1] = fields[g]
+-- The groups an entry is checked on, cheapest first: id text alone, then record fields, then
+-- terms. The record fields are read at most once an entry, all in one HMGET.
+local checks = {}
+for pass = 1, 3 do
+  for g = 1, ngroups do
+    local grp = groups[g]
+    local kind = (#grp.keys == 0 and 1) or (#grp.tkeys == 0 and 2) or 3
+    if g ~= driven and kind == pass then
+      checks[#checks + 1] = grp
+      if grp.has_field then
+        need[#need + 1] = grp.field
+        grp.at = #need
+      end
+    end
   end
 end
-if nnames > 0 then need[#need + 1] = 'name' end
 
 local find = string.find
-local function matches(id)  -- whether the entry matches, and whether its record was read
-  local in_id = q ~= '' and find(id, q, 1, true) ~= nil
-  if #checks == 0 and (q == '' or in_id) then return true, false end
-  if q ~= '' and not in_id and nnames == 0 then return false, false end  -- no read needed
-  local f = redis.call('HMGET', record .. id, unpack(need))
-  for i, g in ipairs(checks) do
-    if not allowed[g][f[i]] then return false, true end
+local function matches(id)  -- whether the entry matches, and the work its checks cost
+  local cost, f = 0, nil
+  for _, grp in ipairs(checks) do
+    local ok = grp.idsub ~= '' and find(id, grp.idsub, 1, true) ~= nil
+    if not ok and grp.has_field then
+      if not f then
+        f = redis.call('HMGET', record .. id, unpack(need))
+        cost = cost + read_cost
+      end
+      ok = grp.allowed[f[grp.at]] == true
+    end
+    if not ok then
+      for _, tkey in ipairs(grp.tkeys) do
+        cost = cost + TERM_COST
+        if redis.call('ZSCORE', tkey, id) then
+          ok = true
+          break
+        end
+      end
+    end
+    if not ok then return false, cost end
   end
-  if q == '' or in_id then return true, true end
-  return nnames > 0 and names[f[#need]] == true, true
+  return true, cost
 end
--- A search for an id alone (no other filter, no name matching) may walk every entry: keep that
--- loop to one substring test an entry.
-local id_only = q ~= '' and #need == 0
+
+-- A search for part of an id alone (no other check) may walk every entry: keep that loop to one
+-- substring test an entry.
+local id_only = #checks == 1 and #checks[1].keys == 0 and checks[1].idsub or false
 
 -- The walk goes by rank (scores are formatted only for the ids returned: formatting every
 -- walked entry's score cost most of a walk). Ranks count in walk order: ZREVRANGE's for desc.
@@ -134,9 +171,9 @@ while found < limit and spent < cap and pos <= last do
   local used = #ids
   for i = 1, #ids do
     local id = ids[i]
-    local keep, read
-    if id_only then keep = find(id, q, 1, true) else keep, read = matches(id) end
-    spent = spent + (read and 1 + read_cost or 1)
+    local keep, cost
+    if id_only then keep, cost = find(id, id_only, 1, true) ~= nil, 0 else keep, cost = matches(id) end
+    spent = spent + 1 + cost
     if keep then
       out[#out + 1] = id
       out[#out + 1] = redis.call('ZSCORE', driver, id)

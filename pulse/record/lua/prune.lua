@@ -8,10 +8,21 @@ local deleted = 0
 
 local function drop(id)
   local key = prefix .. 't:' .. id
-  local f = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'group_id')
-  local names = {'status', 'state', 'name', 'worker', 'group'}
-  for i = 1, 5 do
+  local f = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'group_id', 'queue', 'exc_type')
+  local names = {'status', 'state', 'name', 'worker', 'group', 'queue', 'exc_type'}
+  for i = 1, 7 do
     if f[i] then redis.call('ZREM', prefix .. 'i:' .. names[i] .. ':' .. f[i], id) end
+  end
+  if f[1] == 'failed' or f[1] == 'lost' then  -- its failure inbox group (write.lua)
+    local group = (f[3] or '') .. '\31' .. (f[7] or '')
+    redis.call('ZREM', prefix .. 'i:failgroup:' .. group, id)
+    if redis.call('EXISTS', prefix .. 'i:failgroup:' .. group) == 0 then
+      redis.call('SREM', prefix .. 'failgroups', group)
+    end
+  end
+  local terms = redis.call('HGET', key, 'terms')
+  if terms then
+    for term in string.gmatch(terms, '[^\31]+') do redis.call('ZREM', prefix .. 'i:term:' .. term, id) end
   end
   redis.call('ZREM', prefix .. 'i:all', id)
   redis.call('ZREM', prefix .. 'i:ended', id)

@@ -5,7 +5,8 @@
 --       nset, k1, v1, ..., nfill, k1, v1, ..., history point ('' = none), parent id ('' = none)
 -- Each step follows the lifecycle rules as if written alone; the indexes are updated once, at the end
 -- (the monitor sends a task's whole batch of events as one call). A step whose expectation is not met
--- is skipped. Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
+-- is skipped. The field ``terms`` (search terms, separated by \x1f) is not set as given: a step's
+-- terms are added to the record's (at most RECORD_TERMS, terms.py) and indexed, i:term:<term>. Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
 -- -1 expectation not met.
 local prefix, id, now, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local history_size = tonumber(ARGV[5])
@@ -36,8 +37,10 @@ local function allowed(cur, status)
   return (RANK[status] or 0) >= rank
 end
 
-local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
+local RECORD_TERMS = 128
+local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id', 'exc_type')
 local code, ran, pushed = 0, false, false
+local new_terms = {}
 local i = 6
 while i <= #ARGV do
   local status, expect = ARGV[i], ARGV[i + 1]
@@ -55,7 +58,8 @@ while i <= #ARGV do
     -- finish) only fills gaps: the first, fuller report wins.
     local fill_only = (not apply) or (cur ~= false and cur == status and (RANK[cur] or 0) >= 5)
     for j = sets, sets + 2 * n - 1, 2 do
-      if fill_only then redis.call('HSETNX', key, ARGV[j], ARGV[j + 1])
+      if ARGV[j] == 'terms' then new_terms[#new_terms + 1] = ARGV[j + 1]
+      elseif fill_only then redis.call('HSETNX', key, ARGV[j], ARGV[j + 1])
       else redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
     end
     for j = fills, fills + 2 * nfill - 1, 2 do redis.call('HSETNX', key, ARGV[j], ARGV[j + 1]) end
@@ -81,25 +85,76 @@ if before and before > now then now = before end
 redis.call('HSETNX', key, 'created_at', tostring(now))
 redis.call('HSET', key, 'updated_at', tostring(now))
 local score = tonumber(redis.call('HGET', key, 'created_at'))
-local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id')
-local fields = {'status', 'state', 'name', 'worker'}
-for f = 1, 4 do
-  if old[f] ~= new[f] then
+local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id', 'exc_type')
+local fields = {'status', 'state', 'name', 'worker', 'queue', '', 'exc_type'}
+for f = 1, 7 do
+  if f ~= 6 and old[f] ~= new[f] then
     if old[f] then redis.call('ZREM', prefix .. 'i:' .. fields[f] .. ':' .. old[f], id) end
     if new[f] then redis.call('ZADD', prefix .. 'i:' .. fields[f] .. ':' .. new[f], score, id) end
+  end
+end
+-- The failure inbox: unresolved failures (failed or lost) by task name and exception type, each
+-- group an index like the others (by first-record time), the groups named in the set failgroups.
+local function failgroup(f)
+  if f[1] ~= 'failed' and f[1] ~= 'lost' then return nil end
+  return (f[3] or '') .. '\31' .. (f[7] or '')
+end
+local was, now_in = failgroup(old), failgroup(new)
+if was ~= now_in then
+  if was then
+    local gkey = prefix .. 'i:failgroup:' .. was
+    redis.call('ZREM', gkey, id)
+    if redis.call('EXISTS', gkey) == 0 then redis.call('SREM', prefix .. 'failgroups', was) end
+  end
+  if now_in then
+    redis.call('ZADD', prefix .. 'i:failgroup:' .. now_in, score, id)
+    redis.call('SADD', prefix .. 'failgroups', now_in)
   end
 end
 if new[3] and new[3] ~= old[3] then redis.call('SADD', prefix .. 'names', new[3]) end
 if new[4] and new[4] ~= old[4] then redis.call('SADD', prefix .. 'workers', new[4]) end
 if new[5] and new[5] ~= old[5] then redis.call('SADD', prefix .. 'queues', new[5]) end
 if new[6] and new[6] ~= old[6] then redis.call('ZADD', prefix .. 'i:group:' .. new[6], score, id) end
+if #new_terms > 0 then
+  local have, count, added = {}, 0, false
+  local kept = redis.call('HGET', key, 'terms')
+  if kept then
+    for term in string.gmatch(kept, '[^\31]+') do
+      have[term] = true
+      count = count + 1
+    end
+  end
+  for _, given in ipairs(new_terms) do
+    for term in string.gmatch(given, '[^\31]+') do
+      if count >= RECORD_TERMS then break end
+      if not have[term] then
+        have[term], count, added = true, count + 1, true
+        kept = kept and (kept .. '\31' .. term) or term
+        redis.call('ZADD', prefix .. 'i:term:' .. term, score, id)
+      end
+    end
+  end
+  if added then redis.call('HSET', key, 'terms', kept) end
+end
 -- Throughput per minute, counted once: when a record enters finished or failed.
 if new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'failed') then
   local bucket = prefix .. 'tp:' .. math.floor(now / 60)
   redis.call('HINCRBY', bucket, new[1], 1)
   redis.call('EXPIRE', bucket, 7200)
 end
-redis.call('ZADD', prefix .. 'i:all', 'NX', score, id)
+if redis.call('ZADD', prefix .. 'i:all', 'NX', score, id) == 1 then
+  -- A new record: the characters of its id join those of every id (a search for text with a
+  -- character no id has cannot be part of an id: listing.py then needs no walk).
+  local seen, chars = {}, {}
+  for c = 1, #id do
+    local char = string.sub(id, c, c)
+    if not seen[char] then
+      seen[char] = true
+      chars[#chars + 1] = char
+    end
+  end
+  redis.call('SADD', prefix .. 'idchars', unpack(chars))
+end
 redis.call('ZADD', prefix .. 'i:updated', now, id)
 if new[1] and (RANK[new[1]] or 0) >= 5 then redis.call('ZADD', prefix .. 'i:ended', 'NX', now, id) end
 

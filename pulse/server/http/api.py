@@ -16,14 +16,13 @@ from werkzeug.routing import PathConverter
 from pulse.record.statuses import ENDED
 from pulse.server.http.auth import api_access, bearer_token
 from pulse.server.http.grants import covers_task, reader_or_grant
-from pulse.server.model.listing import FULL_LIMIT, MAX_LIMIT, ListingError, parse_time
+from pulse.server.model.listing import FULL_LIMIT, MAX_LIMIT, ListingError, parse_filters
 from pulse.server.model.overview import overview
 from pulse.server.model.taskjson import RATE_WINDOW, public_view, summary, valid_id
 from pulse.server.model.workers import all_workers
 
 bp = Blueprint("api", __name__)
 MAX_WAIT = 30.0
-FILTER_LIMIT = 1000  # characters of a text filter: names and hostnames are far shorter
 GOAL_LIMIT = 200
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -136,15 +135,7 @@ def get_task(task_id: str) -> Any:
 
 def filters_from_request() -> dict[str, Any]:
     """The list filters of this request's query string (``GET /api/tasks`` and the exports)."""
-    args = request.args
-    filters: dict[str, Any] = {key: args.get(key) for key in ("state", "name", "worker", "q")}
-    for key, value in filters.items():
-        if value is not None and len(value) > FILTER_LIMIT:
-            raise ListingError(f"{key} is at most {FILTER_LIMIT} characters")
-    filters["status"] = [s for s in args.get("status", "").split(",") if s]
-    for key in ("since", "until"):
-        filters[key] = parse_time(args[key], key) if args.get(key) else None
-    return filters
+    return parse_filters(request.args)
 
 
 @bp.get("/api/tasks")

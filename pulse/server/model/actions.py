@@ -19,6 +19,7 @@ from pulse.server.model.audit import AuditLog
 from pulse.server.model.store import TaskStore
 
 SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
+ACTING_FOR = 60  # seconds a claim to act on a task lasts (it is released when the action ends)
 
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,26 @@ class Actions:
         data = self.store.describe(task_id)
         self.on_change(data)
         return data
+
+    def _done(self, who: str, action: str, task_id: str, quiet: bool, **detail: Any) -> dict[str, Any]:
+        """The end of an action: audited and announced, unless ``quiet`` (a bulk action audits
+        itself once and announces its tasks a batch at a time)."""
+        if quiet:
+            return {"id": task_id, **detail}
+        self.audit.append(who, action, task_id, **detail)
+        return self._changed(task_id)
+
+    def claim(self, task_id: str, seconds: int = ACTING_FOR) -> bool:
+        """Take the right to act on ``task_id`` for a while; False when another action holds it.
+
+        Two operators (or bulk actions) replaying one failed task at once would otherwise both
+        send it: the status check comes after the send. The status change ends the question
+        for good, so the claim only has to outlive one action.
+        """
+        return bool(self.registry.client.set(self.registry.keys.acting(task_id), "1", nx=True, ex=seconds))
+
+    def release(self, task_id: str) -> None:
+        self.registry.client.delete(self.registry.keys.acting(task_id))
 
     def _existing(self, task_id: str) -> dict[str, Any]:
         task = self.store.describe(task_id)
@@ -126,7 +147,8 @@ class Actions:
             return None
         return self.store.describe(as_text(task_id))
 
-    def revoke(self, who: str, task_id: str, terminate: bool = False, signal: str = "SIGTERM") -> dict:
+    def revoke(self, who: str, task_id: str, terminate: bool = False, signal: str = "SIGTERM",
+               quiet: bool = False) -> dict:
         if signal not in SIGNALS:
             raise ActionError(400, f"signal must be one of {', '.join(SIGNALS)}")
         task = self._existing(task_id)
@@ -137,10 +159,17 @@ class Actions:
         # The workers confirm with a task-revoked event; until then the record says it was asked.
         self.registry.write(task_id, fields={"revoke_requested_at": time.time(),
                                              "revoke_terminate": terminate})
-        self.audit.append(who, "revoke", task_id, terminate=terminate, signal=signal)
-        return self._changed(task_id)
+        return self._done(who, "revoke", task_id, quiet, terminate=terminate, signal=signal)
 
-    def replay(self, who: str, task_id: str) -> dict:
+    def replay(self, who: str, task_id: str, quiet: bool = False) -> dict:
+        if not self.claim(task_id):
+            raise ActionError(409, f"task {task_id} is being acted on by another request; retry")
+        try:
+            return self._replay(who, task_id, quiet)
+        finally:
+            self.release(task_id)
+
+    def _replay(self, who: str, task_id: str, quiet: bool) -> dict:
         task = self._existing(task_id)
         record = self.registry.get(task_id) or {}
         if not task["can_replay"]:
@@ -153,35 +182,37 @@ class Actions:
         self.registry.write(new_id, fill={"replay_of": task_id})
         code, _ = self.registry.write(task_id, REPLAYED, fields={"replayed_by": new_id},
                                       expect=list(UNSUCCESSFUL))
-        if code != 1:  # another operator replayed it first: take ours back
+        if code != 1:  # skipped meanwhile (a skip takes no claim): take ours back
             self.celery.control.revoke(new_id)
             raise ActionError(409, f"task {task_id} was replayed or skipped meanwhile")
         if record.get("goal"):
             self._follow_goal(record["goal"], task_id, new_id)
+        if quiet:
+            return {"id": task_id, "new_task": new_id}
         self.audit.append(who, "replay", task_id, new_task=new_id)
         self._changed(new_id)
         return self._changed(task_id)
 
-    def skip(self, who: str, task_id: str) -> dict:
+    def skip(self, who: str, task_id: str, quiet: bool = False) -> dict:
         task = self._existing(task_id)
         code, _ = self.registry.write(task_id, SKIPPED, fields={"skipped_at": time.time()},
                                       expect=list(UNSUCCESSFUL))
         if code != 1:
             raise ActionError(409, f"task {task_id} is {task['status']}: only failed or lost tasks can "
                                    "be skipped")
-        self.audit.append(who, "skip", task_id)
-        return self._changed(task_id)
+        return self._done(who, "skip", task_id, quiet)
 
-    def forget(self, who: str, task_id: str, purge: bool = False) -> dict:
+    def forget(self, who: str, task_id: str, purge: bool = False, quiet: bool = False) -> dict:
         task = self._existing(task_id)
         if task["status"] not in ENDED:
             raise ActionError(409, f"task {task_id} is {task['status']}: revoke it or let it end first")
         self.celery.AsyncResult(task_id).forget()
-        self.audit.append(who, "purge" if purge else "forget", task_id)
         if purge:
+            if not quiet:
+                self.audit.append(who, "purge", task_id)
             self.registry.prune(purge=[task_id])
             return {**task, "status": "unknown", "purged": True}
         if task["status"] not in (EXPIRED, ABANDONED):
             self.registry.write(task_id, EXPIRED, fields={"forgotten_at": time.time()},
                                 expect=[task["status"]])
-        return self._changed(task_id)
+        return self._done(who, "forget", task_id, quiet)

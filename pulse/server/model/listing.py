@@ -1,7 +1,7 @@
 """Listing and counting tasks from the registry's indexes, kept in Redis at write time.
 
 No request scans the keyspace: a page walks the smallest matching index, newest first, and
-checks the other filters (and a search's substring) on each entry, with a cursor that stays stable
+checks the other filters (and a search's parts, terms.py) on each entry, with a cursor that stays stable
 however many records arrive meanwhile. Redis is also the broker, and a Lua script holds it whole,
 so the work is bounded: an index entry walked counts 1 and a record read (one per entry at most,
 however many filters and names) ``READ_COST`` more; a script call does at most ``CALL_CAP`` of it
@@ -11,6 +11,7 @@ and a request ``SCAN_CAP``, then answers what it found and a cursor to go on.
 import base64
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,8 +19,12 @@ from typing import Any
 from pulse.record.registry import Registry, as_text
 from pulse.record.scripts import script
 from pulse.record.statuses import STATUSES
+from pulse.record.terms import SearchError, parse
+from pulse.server.model.inbox import GroupIdError, group_member
 
 MAX_LIMIT = 500
+TEXT_FILTERS = ("state", "name", "worker", "queue", "exc_type", "failure_group", "q")
+FILTER_LIMIT = 1000  # characters of a text filter: names and hostnames are far shorter
 FULL_LIMIT = 100    # pages of more tasks carry summaries (no progress history, links or flags)
 # The work of one request: 10,000 index entries walked, or 2,000 whose records are read (bench/api.py:
 # about 15 ms of Redis at 100,000 records at worst, on a busy 2-core machine).
@@ -30,6 +35,24 @@ READ_COST = 4       # a record read (HMGET) costs about 4-6 times an index entry
 
 class ListingError(ValueError):
     """A filter or cursor is malformed; the message says which and how."""
+
+
+# A filter group, as list.lua takes it: a task is in it when its id contains ``idsub``, or its
+# record's ``field`` is one of ``values`` (value -> index key), or it is in one of ``indexes``
+# (checked by membership: search terms, a failure group).
+@dataclass
+class Group:
+    field: str = ""
+    idsub: str = ""
+    values: dict[str, str] | None = None
+    indexes: list[str] | None = None
+
+    def keys(self) -> list[str]:
+        return [*(self.values or {}).values(), *(self.indexes or [])]
+
+    def shape(self) -> list[Any]:
+        values = self.values or {}
+        return [self.field, self.idsub, len(values), *values, len(self.indexes or [])]
 
 
 @dataclass
@@ -50,6 +73,29 @@ def parse_time(raw: str, name: str) -> float:
     if not math.isfinite(value):
         raise ListingError(f"{name}={raw[:50]!r} is not a time: use Unix seconds or ISO 8601")
     return value
+
+
+def parse_filters(source: Mapping[str, Any]) -> dict[str, Any]:
+    """The list filters in ``source`` (a query string, or a JSON object of the same keys):
+    ``status`` a comma list, ``since``/``until`` times, the others text."""
+    filters: dict[str, Any] = {}
+    for key in TEXT_FILTERS:
+        value = source.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ListingError(f"{key} must be text")
+        if value is not None and len(value) > FILTER_LIMIT:
+            raise ListingError(f"{key} is at most {FILTER_LIMIT} characters")
+        filters[key] = value or None
+    status = source.get("status") or ""
+    if not isinstance(status, str):
+        raise ListingError("status must be text: a comma list of statuses")
+    filters["status"] = [s for s in status.split(",") if s]
+    for key in ("since", "until"):
+        value = source.get(key)
+        if value is not None and not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ListingError(f"{key} must be Unix seconds or ISO 8601")
+        filters[key] = parse_time(str(value), key) if value not in (None, "") else None
+    return filters
 
 
 def encode_cursor(score: str, task_id: str) -> str:
@@ -88,31 +134,29 @@ class Listing:
 
     def page(self, filters: dict[str, Any], limit: int = 50, cursor: str | None = None,
              order: str = "desc") -> Page:
-        """One page of ids matching ``filters`` (status, state, name, worker, q, since, until),
+        """One page of ids matching ``filters`` (``parse_filters``: status, state, name, worker,
+        queue, exc_type, q, since, until),
         by the time each task was first recorded: newest first (``desc``) or oldest first."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ListingError(f"limit must be 1-{MAX_LIMIT}")
         if order not in ("asc", "desc"):
             raise ListingError("order must be asc or desc")
         groups = self._groups(filters)
-        q = filters.get("q") or ""
-        names = self._names_containing(q) if q else []
         cscore, cid = decode_cursor(cursor) if cursor else ("", "")
         maxs = str(filters["until"]) if filters.get("until") is not None else "+inf"
         mins = str(filters["since"]) if filters.get("since") is not None else "-inf"
         keys = [self.registry.keys.all, self.registry.keys.temporary(uuid.uuid4().hex),
-                *(key for _field, group in groups for key in group.values())]
+                *(key for group in groups for key in group.keys())]
         shape: list[Any] = [len(groups)]
-        for field, group in groups:
-            shape += [field, len(group), *group]
-        shape += [len(names), *names]
+        for group in groups:
+            shape += group.shape()
         ids: list[str] = []
         spent = 0
         # Several short calls rather than one long one: the broker's clients get Redis in between.
         while True:
             rows, resume_score, resume_id, work = self._script(keys=keys, args=[
                 maxs, mins, cscore, cid, limit - len(ids), min(CALL_CAP, SCAN_CAP - spent), READ_COST,
-                order, q, self.registry.keys.task(""), *shape])
+                order, self.registry.keys.task(""), *shape])
             ids += [as_text(rows[i]) for i in range(0, len(rows), 2)]
             spent += int(work)
             if not resume_score:  # the page is full, or the index walked to its end
@@ -124,26 +168,60 @@ class Listing:
             return Page(ids, encode_cursor(as_text(rows[-1]), ids[-1]))
         return Page(ids, None)
 
-    def _groups(self, filters: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
-        """The filters as groups, each a record field and its index key per accepted value: a task
-        must be in one key of every group (that is, its field holds one of the values)."""
-        groups = [(field, {filters[field]: self.index(field, filters[field])})
-                  for field in ("state", "name", "worker") if filters.get(field)]
+    def _groups(self, filters: dict[str, Any]) -> list[Group]:
+        """The filters as groups: a task must be in every one."""
+        groups = [Group(field, values={filters[field]: self.index(field, filters[field])})
+                  for field in ("state", "name", "worker", "queue", "exc_type") if filters.get(field)]
         statuses = filters.get("status") or []
         unknown = [s for s in statuses if s not in STATUSES]
         if unknown:
             raise ListingError(f"unknown status {unknown[0][:30]!r}: use one of {', '.join(STATUSES)}")
         if statuses:
-            groups.append(("status", {s: self.index("status", s) for s in statuses}))
+            groups.append(Group("status", values={s: self.index("status", s) for s in statuses}))
+        if filters.get("failure_group"):
+            try:
+                member = group_member(filters["failure_group"])
+            except GroupIdError as exc:
+                raise ListingError(str(exc)) from None
+            groups.append(Group(indexes=[self.index("failgroup", member)]))
+        return groups + self._search_groups(filters.get("q") or "")
+
+    def _search_groups(self, q: str) -> list[Group]:
+        """The groups of a search (terms.py): a term is an index lookup; a free word matches the
+        id as typed, the names that contain it (case-insensitively), or the word as a term.
+
+        Ids are matched inside the walk, one entry at a time: a search for part of an id costs
+        what the page walks, not a pass over every id (a sparse match answers with a resume
+        cursor); a word that cannot be part of any recorded id is not walked for. Qualified parts
+        (``kwargs:``, ``exc:``...) are index lookups: the smallest drives the walk, so a rare
+        value is found at once among any number of records.
+        """
+        try:
+            search = parse(q)
+        except SearchError as exc:
+            raise ListingError(str(exc)) from None
+        if not (search.terms or search.names or search.ids or search.free):
+            return []
+        known = [as_text(n) for n in self.client.smembers(self.registry.keys.names)] \
+            if search.names or search.free else []
+        id_chars = self._id_chars() if search.free else None
+
+        def names(part: str) -> dict[str, str]:
+            needle = part.lower()
+            return {name: self.index("name", name) for name in known if needle in name.lower()}
+
+        groups = [Group(indexes=[self.index("term", term)]) for term in search.terms]
+        groups += [Group("name", values=names(part)) for part in search.names]
+        groups += [Group(idsub=part) for part in search.ids]
+        # A free word with a character that no id has cannot be part of an id: its group is then
+        # index lookups alone (names, its term), and the smallest index drives the walk.
+        groups += [Group("name", idsub=typed if id_chars is None or set(typed) <= id_chars else "",
+                         values=names(typed), indexes=[self.index("term", term)])
+                   for typed, term in search.free]
         return groups
 
-    def _names_containing(self, q: str) -> list[str]:
-        """The task names containing ``q``, case-insensitively.
-
-        Ids are matched as typed inside the walk, one entry at a time: a search costs what the
-        page walks, not a pass over every id (a sparse match answers with a resume cursor). A
-        walked entry's name is read from its record once, whatever the number of names.
-        """
-        needle = q.lower()
-        names = (as_text(n) for n in self.client.smembers(self.registry.keys.names))
-        return [name for name in names if needle in name.lower()]
+    def _id_chars(self) -> set[str] | None:
+        """The characters of every id recorded (write.lua keeps them), None when not kept (a
+        registry written before they were: then any text may be part of an id)."""
+        chars = {as_text(c) for c in self.client.smembers(self.registry.keys.id_chars)}
+        return chars or None

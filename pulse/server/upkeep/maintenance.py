@@ -126,13 +126,17 @@ class Maintenance(Periodic):
         return consumers
 
     def running_on(self) -> dict[str, str | None]:
-        """Every running task's worker, as recorded (None if none is): task id -> hostname."""
+        """Every running task's worker, as recorded (None if none is): task id -> hostname.
+
+        Bulk actions' own records are left out: no worker runs them, a server's lease does
+        (``model/bulk.py``)."""
         ids = self._ids(self.registry.keys.index("status", RUNNING))
         pipe = self.registry.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(self.registry.key(task_id), "worker")
-        workers = [as_text(worker) if worker else None for worker in pipe.execute()]
-        return dict(zip(ids, workers, strict=True))
+            pipe.hmget(self.registry.key(task_id), "worker", "bulk_job")
+        replies = pipe.execute()
+        return {task_id: as_text(worker) if worker else None
+                for task_id, (worker, bulk_job) in zip(ids, replies, strict=True) if not bulk_job}
 
     def read_active(self) -> dict[str, set[str]]:
         """The ids of the tasks each answering worker runs now (workers that did not answer: absent)."""
