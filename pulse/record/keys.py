@@ -19,6 +19,7 @@ Families, as ``<prefix><name>``:
 - ``auth-failures:<address>:<minute>`` failed credential checks of a client in that minute;
 - ``acting:<id>`` the claim of an action on a task; ``bulk:<job>`` a bulk action and its parts
   ``bulk:<job>:ids|claimed|outcomes|lease``, ``bulk-jobs`` the bulk actions by time;
+- ``reindex:done|position|lease`` the indexing of records written before their indexes existed;
 - ``session:<id>`` a login session (a string: its role and credential fingerprint);
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
 
@@ -131,6 +132,11 @@ class Keys:
     def bulk_jobs(self) -> str:
         """The sorted set of bulk actions by the time they were asked for."""
         return f"{self.prefix}bulk-jobs"
+
+    def reindex(self, part: str) -> str:
+        """The indexing of records older than their indexes: ``done`` (the version it reached),
+        ``position`` (where it stands), ``lease`` (the server on it)."""
+        return f"{self.prefix}reindex:{part}"
 
     def session(self, session_id: str) -> str:
         """A login session: gone once it was ended (logout) or expired."""

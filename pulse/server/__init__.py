@@ -43,6 +43,7 @@ from pulse.server.push.waiters import Waiters
 from pulse.server.upkeep.bulk_runner import BulkRunner
 from pulse.server.upkeep.lapses import Lapses
 from pulse.server.upkeep.maintenance import Maintenance
+from pulse.server.upkeep.reindex import Reindex
 from pulse.settings import load_config
 
 
@@ -135,6 +136,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
         pulse_bulk=(bulk := Bulk(registry, listing, actions, audit, config["BULK_CAP"],
                                  on_changed=many_changed_here)),
         pulse_bulk_runner=BulkRunner(bulk, notices.origin, pause=lambda: socketio.sleep(0)),
+        pulse_reindex=Reindex(registry, notices.origin),
     )
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
@@ -171,9 +173,10 @@ def broker_client(celery_app: Celery) -> redis.Redis | None:
 
 
 def start_background(app: Flask) -> None:
-    """Start the monitor, the registry upkeep, the dashboard pusher, the token recheck and the
-    bulk action runner."""
+    """Start the monitor, the registry upkeep, the dashboard pusher, the token recheck, the bulk
+    action runner and the indexing of records older than their indexes."""
     socketio = app.extensions["socketio"]
-    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses", "pulse_bulk_runner"):
+    for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses", "pulse_bulk_runner",
+                 "pulse_reindex"):
         worker = app.extensions[name]
         socketio.start_background_task(worker.run, sleep=socketio.sleep)

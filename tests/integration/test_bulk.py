@@ -308,3 +308,45 @@ def test_on_rabbitmq_a_bulk_replay_and_revoke(redis_url, rabbitmq_url):
                 stack.wait_for(task_id, "revoked", timeout=30)
     finally:
         flush_db(url)
+
+
+def test_the_failure_inbox_groups_failures_and_a_group_is_acted_on_through_a_bulk_action(stack):
+    name, label = "tasks.demo.fail_with_details", mark()
+    ids = failed_tasks(stack, label, 2)
+
+    def group():
+        inbox = assert_documented("GET", "/api/failures", stack.api("GET", "/api/failures"))
+        return next((g for g in inbox["groups"] if g["name"] == name and g["exc_type"] == "ValueError"), None)
+
+    before = group()
+    assert before["count"] >= 2 and before["last_seen"] >= before["first_seen"]
+    assert [t["id"] for t in before["sample"][:2]] == ids[::-1]  # the newest first
+    assert {t["message"] for t in before["sample"][:2]} == {"record 1 could not be parsed"}
+    listed = stack.api("GET", "/api/tasks", params={"failure_group": before["id"], "limit": 500}).json()
+    assert set(ids) <= {t["id"] for t in listed["tasks"]}
+
+    # The group, narrowed to this test's own tasks (other tests' failures share it).
+    filters = {"failure_group": before["id"], "q": f"kwargs:input={label}"}
+    preview = stack.api("GET", "/api/bulk/preview", params={"action": "skip", **filters}).json()
+    assert (preview["matched"], preview["eligible"]) == (2, 2)
+    job = finished_job(stack, start(stack, "skip", filters).json()["id"])
+    assert job["acted"] == 2
+    after = group()
+    assert (after["count"] if after else 0) == before["count"] - 2
+    assert stack.api("GET", f"/api/tasks/{ids[0]}").json()["status"] == "skipped"
+
+
+def test_a_bulk_action_record_is_cancelled_not_revoked(stack):
+    label = mark()
+    failed_tasks(stack, label, 1)
+    job = finished_job(stack, start(stack, "skip", {"q": f"kwargs:input={label}"}).json()["id"])
+    stack.api("POST", f"/api/tasks/{job['id']}/skip")  # nothing to skip: a finished job
+    # A running one would be revocable by its status; the answer names the way to stop it instead.
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        client.hset(f"pulse:t:{job['id']}", "status", "running")
+        refused = stack.api("POST", f"/api/tasks/{job['id']}/revoke")
+    finally:
+        client.hset(f"pulse:t:{job['id']}", "status", "finished")
+        client.close()
+    assert refused.status_code == 409 and f"/api/bulk/{job['id']}/cancel" in refused.json()["error"]

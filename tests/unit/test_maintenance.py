@@ -55,6 +55,14 @@ def test_tasks_of_silent_or_unknown_workers_become_lost(monitor, upkeep):
     assert lost["lost_reason"] == WORKER_GONE
 
 
+def test_a_running_bulk_action_is_never_lost(monitor, upkeep):
+    # No worker runs a bulk action's record (a server does, under a lease): it has no heartbeat.
+    monitor.store.registry.write("bulk-00000000000000aa", "running", fields={"state": "PROGRESS",
+                                                                            "bulk_job": True})
+    upkeep.tick(time.time())
+    assert status(monitor, "bulk-00000000000000aa") == "running"
+
+
 def test_a_worker_going_offline_loses_its_running_tasks(monitor, upkeep):
     now = time.time()
     heartbeat(monitor, "leaving@h", now)

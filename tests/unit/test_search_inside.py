@@ -169,3 +169,21 @@ def test_free_text_walks_only_when_it_may_be_part_of_an_id(registry, listing):
     assert [g.idsub for g in listing._search_groups("zz9")] == [""]  # "z" is in no id: indexes only
     assert [g.idsub for g in listing._search_groups("c-04")] == ["c-04"]
     assert len(walk(listing, "zz9")) == 50 and walk(listing, "c-049") == ["abc-049"]
+
+
+def test_a_failure_group_is_a_list_filter(registry, listing):
+    from pulse.server.model.inbox import failure_groups, group_id
+
+    failed(registry, "h1", "shop.charge", {}, "TimeoutError", "slow", {}, 10.0)
+    failed(registry, "h2", "shop.charge", {}, "KeyError", "k", {}, 20.0)
+    failed(registry, "h3", "shop.charge", {}, "TimeoutError", "slower", {}, 30.0)
+    inbox = failure_groups(registry)
+    assert [(g["name"], g["exc_type"], g["count"]) for g in inbox["groups"]] == [
+        ("shop.charge", "TimeoutError", 2), ("shop.charge", "KeyError", 1)]
+    assert [t["message"] for t in inbox["groups"][0]["sample"]] == ["slower", "slow"]
+    assert inbox["total_failures"] == 3
+    group = group_id("shop.charge", "TimeoutError")
+    assert inbox["groups"][0]["id"] == group
+    assert walk(listing, "", failure_group=group) == ["h3", "h1"]
+    with pytest.raises(ListingError, match="malformed failure_group"):
+        listing.page({"failure_group": "!!"}, 10)

@@ -6,7 +6,9 @@
 -- Each step follows the lifecycle rules as if written alone; the indexes are updated once, at the end
 -- (the monitor sends a task's whole batch of events as one call). A step whose expectation is not met
 -- is skipped. The field ``terms`` (search terms, separated by \x1f) is not set as given: a step's
--- terms are added to the record's (at most RECORD_TERMS, terms.py) and indexed, i:term:<term>. Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
+-- terms are added to the record's (at most RECORD_TERMS, terms.py) and indexed, i:term:<term>.
+-- Nor is ``reindex``: it indexes the record as if it were new (for records written before an
+-- index existed; the throughput is not counted again). Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
 -- -1 expectation not met.
 local prefix, id, now, quiet = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local history_size = tonumber(ARGV[5])
@@ -41,6 +43,7 @@ local RECORD_TERMS = 128
 local old = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id', 'exc_type')
 local code, ran, pushed = 0, false, false
 local new_terms = {}
+local reindex = false  -- a step set the field 'reindex' (upkeep/reindex.py): index as if new
 local i = 6
 while i <= #ARGV do
   local status, expect = ARGV[i], ARGV[i + 1]
@@ -59,6 +62,7 @@ while i <= #ARGV do
     local fill_only = (not apply) or (cur ~= false and cur == status and (RANK[cur] or 0) >= 5)
     for j = sets, sets + 2 * n - 1, 2 do
       if ARGV[j] == 'terms' then new_terms[#new_terms + 1] = ARGV[j + 1]
+      elseif ARGV[j] == 'reindex' then reindex = true
       elseif fill_only then redis.call('HSETNX', key, ARGV[j], ARGV[j + 1])
       else redis.call('HSET', key, ARGV[j], ARGV[j + 1]) end
     end
@@ -86,6 +90,7 @@ redis.call('HSETNX', key, 'created_at', tostring(now))
 redis.call('HSET', key, 'updated_at', tostring(now))
 local score = tonumber(redis.call('HGET', key, 'created_at'))
 local new = redis.call('HMGET', key, 'status', 'state', 'name', 'worker', 'queue', 'group_id', 'exc_type')
+if reindex then old = {} end  -- ZADD and SADD again are harmless; the throughput is not counted
 local fields = {'status', 'state', 'name', 'worker', 'queue', '', 'exc_type'}
 for f = 1, 7 do
   if f ~= 6 and old[f] ~= new[f] then
@@ -137,7 +142,7 @@ if #new_terms > 0 then
   if added then redis.call('HSET', key, 'terms', kept) end
 end
 -- Throughput per minute, counted once: when a record enters finished or failed.
-if new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'failed') then
+if not reindex and new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'failed') then
   local bucket = prefix .. 'tp:' .. math.floor(now / 60)
   redis.call('HINCRBY', bucket, new[1], 1)
   redis.call('EXPIRE', bucket, 7200)

@@ -152,6 +152,9 @@ class Actions:
         if signal not in SIGNALS:
             raise ActionError(400, f"signal must be one of {', '.join(SIGNALS)}")
         task = self._existing(task_id)
+        if self.registry.client.hget(self.registry.key(task_id), "bulk_job"):
+            raise ActionError(409, f"{task_id} is a bulk action, not a Celery task: stop it with "
+                                   f"POST /api/bulk/{task_id}/cancel")
         if not task["can_revoke"]:
             raise ActionError(409, f"task {task_id} is {task['status']}: only unstarted, scheduled, "
                                    "running or retrying tasks can be revoked")
