@@ -18,7 +18,8 @@ Families, as ``<prefix><name>``:
 - ``tokrev:<scope>`` the token revocation cut-off of a task or group;
 - ``auth-failures:<address>:<minute>`` failed credential checks of a client in that minute;
 - ``acting:<id>`` the claim of an action on a task; ``bulk:<job>`` a bulk action and its parts
-  ``bulk:<job>:ids|claimed|outcomes|lease``, ``bulk-jobs`` the bulk actions by time;
+  ``bulk:<job>:ids|claimed|outcomes|lease``, ``bulk-jobs`` the bulk actions by time, ``bulk-open``
+  those not ended;
 - ``reindex:done|position|lease`` the indexing of records written before their indexes existed;
 - ``session:<id>`` a login session (a string: its role and credential fingerprint);
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
@@ -132,6 +133,11 @@ class Keys:
     def bulk_jobs(self) -> str:
         """The sorted set of bulk actions by the time they were asked for."""
         return f"{self.prefix}bulk-jobs"
+
+    @property
+    def bulk_open(self) -> str:
+        """The set of the bulk actions that have not ended (the runners look at these only)."""
+        return f"{self.prefix}bulk-open"
 
     def reindex(self, part: str) -> str:
         """The indexing of records older than their indexes: ``done`` (the version it reached),

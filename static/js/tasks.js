@@ -2,13 +2,16 @@
 // The filters live in the URL (bookmarkable, back button), pages come from GET /api/tasks, and
 // the dashboard room's `tasks` pushes update the rows in view, one animation frame at a time.
 // Only the rows the operator asked for are in the DOM; task data goes in as text only.
+// Operators get the bulk action panel (bulk.js), which acts on the filters in the URL.
 import {
-  STATUSES, api, connectLive, el, formatDuration, formatTime, frameBatcher, progressBar, progressText,
+  STATUSES, api, canAct, connectLive, el, formatDuration, formatTime, frameBatcher, progressBar, progressText,
   renderBar, setText, subscribe,
 } from './common.js';
+import {bulkPanel, followJobs, recentJobs, selectedBy, syncJobs} from './bulk.js';
 
 const PAGE_SIZE = 50;
-const TEXT_FILTERS = ['status', 'name', 'worker', 'q'];
+// failure_group (a group of the failure inbox) is a hidden field: the inbox links here with it.
+const TEXT_FILTERS = ['status', 'name', 'worker', 'queue', 'failure_group', 'q'];
 const MAX_KNOWN_NAMES = 200;
 const TYPING_DELAY_MS = 300;
 
@@ -63,13 +66,39 @@ function showFilters(values) {
   }
   for (const key of TEXT_FILTERS) form.elements[key].value = values[key];
   form.elements.order.value = values.order;
+  showGroup(values.failure_group);
 }
+
+// The group's id is opaque: its name and exception type come from the inbox, for the line that says
+// the list is narrowed to it (and for the bulk action's confirmation).
+const groupLine = document.getElementById('group-filter');
+let groupLabel = null;  // {id, text}
+
+async function showGroup(id) {
+  groupLine.hidden = !id;
+  if (!id || (groupLabel && groupLabel.id === id)) return;
+  groupLabel = {id, text: 'a failure group'};
+  setText(document.getElementById('group-filter-label'), groupLabel.text);
+  const answer = await api(root.dataset.failuresApi);
+  const group = answer.ok ? (answer.data.groups || []).find((each) => each.id === id) : null;
+  if (!group || groupLabel.id !== id) return;
+  groupLabel.text = `${group.name} · ${group.exc_type || 'lost'}`;
+  setText(document.getElementById('group-filter-label'), groupLabel.text);
+}
+
+document.getElementById('group-filter-clear').addEventListener('click', () => {
+  form.elements.failure_group.value = '';
+  showGroup('');
+  edited(null, true);
+  burstField = null;
+});
 
 function applyForm(push) {
   const next = formValues();
   const query = queryOf(next);
   if (query === queryOf(filters)) return;
   filters = next;
+  if (bulk) bulk.reset();  // its dry run was for the filters before
   const url = query ? `${window.location.pathname}?${query}` : window.location.pathname;
   if (push) window.history.pushState(null, '', url);
   else window.history.replaceState(null, '', url);
@@ -104,7 +133,7 @@ form.addEventListener('submit', (event) => {
   burstField = null;
 });
 document.getElementById('filter-clear').addEventListener('click', () => {
-  showFilters({status: '', name: '', worker: '', q: '', order: 'desc'});
+  showFilters({...Object.fromEntries(TEXT_FILTERS.map((key) => [key, ''])), order: 'desc'});
   edited(null, true);
   burstField = null;
 });
@@ -113,21 +142,56 @@ window.addEventListener('popstate', () => {
   burstField = null;
   filters = readUrl();
   showFilters(filters);
+  if (bulk) bulk.reset();
   loadFirstPage();
 });
 
 // ---- matching and ordering, as the server does ----------------------------------------------
 
+// The search as the server reads it (pulse/record/terms.py): space-separated parts, all of which
+// must match, a quoted part kept whole. The page can check id:, name: and a free part found in the
+// id or the name; the rest looks inside tasks (kwargs:, exc:, ...), which only the server can.
+const INSIDE = ['args', 'kwargs', 'result', 'exc', 'msg', 'detail'];
+
+function searchParts(q) {
+  const parts = [];
+  for (const match of q.matchAll(/"([^"]*)"|'([^']*)'|(\S+)/g)) {
+    parts.push(match[1] ?? match[2] ?? match[3].replace(/["']/g, ''));
+  }
+  return parts;
+}
+
+// true, false, or null when only the server can tell.
+function searchMatches(task, q) {
+  let sure = true;
+  const name = (task.name || '').toLowerCase();
+  for (const part of searchParts(q)) {
+    const colon = part.indexOf(':');
+    const field = colon > 0 ? part.slice(0, colon).toLowerCase() : '';
+    const value = colon > 0 ? part.slice(colon + 1) : '';
+    if (value && field === 'id') {
+      if (!task.id.includes(value)) return false;
+    } else if (value && field === 'name') {
+      if (!name.includes(value.toLowerCase())) return false;
+    } else if (value && INSIDE.includes(field)) {
+      sure = false;
+    } else if (!task.id.includes(part) && !name.includes(part.toLowerCase())) {
+      sure = false;  // it may be a value inside the task
+    }
+  }
+  return sure ? true : null;
+}
+
+// true, false, or null (only the server can tell: see searchMatches).
 function matches(task) {
   if (filters.status && !filters.status.split(',').includes(task.status)) return false;
   if (filters.name && task.name !== filters.name) return false;  // the API's name filter is exact
   if (filters.worker && task.worker !== filters.worker) return false;
-  if (filters.q) {
-    const inId = task.id.includes(filters.q);  // ids match as typed
-    const inName = (task.name || '').toLowerCase().includes(filters.q.toLowerCase());
-    if (!inId && !inName) return false;
-  }
-  return true;
+  // A failure group holds unresolved failures only; otherwise the queue and the group are not in a
+  // pushed summary, so only the server can tell.
+  if (filters.failure_group && task.status !== 'failed' && task.status !== 'lost') return false;
+  const search = filters.q ? searchMatches(task, filters.q) : true;
+  return search !== false && (filters.queue || filters.failure_group) ? null : search;
 }
 
 // Whether task `a` comes before task `b` in the current order: by first-recorded time, then id.
@@ -195,7 +259,8 @@ function update(row, task) {
   row.task = task;
   const name = task.name || '(unnamed task)';
   row.tr.dataset.status = task.status;
-  row.tr.classList.toggle('off-filter', !matches(task));
+  // A task that matched when the server listed it stays in filter unless it surely no longer does.
+  row.tr.classList.toggle('off-filter', matches(task) === false);
   row.badge.dataset.status = task.status;
   setText(row.badge, task.status);
   setText(row.link, name);
@@ -258,11 +323,43 @@ function place(task) {
     update(row, task);
     return;
   }
-  if (!matches(task) || !belongs(task)) return;
+  const match = matches(task);
+  if (match === false || !belongs(task)) return;
+  if (match === null && !confirmed.has(task.id)) {
+    askServer(task);
+    return;
+  }
   const created = createRow(task);
   let after = tbody.firstElementChild;
   while (after && !before(task, rows.get(after.dataset.id).task)) after = after.nextElementSibling;
   tbody.insertBefore(created.tr, after);
+}
+
+// New tasks that only the server can match (a search inside tasks) are asked about together, at
+// most every CONFIRM_DELAY_MS: one page of the filters from the oldest of them on. Those it lists
+// match, and are placed.
+const CONFIRM_DELAY_MS = 1000;
+const confirmed = new Set();
+let pending = null;   // the oldest created_at among the tasks to ask about, or null
+
+function askServer(task) {
+  if (task.created_at == null) return;
+  const first = pending === null;
+  pending = first ? task.created_at : Math.min(pending, task.created_at);
+  if (first) setTimeout(confirmPending, CONFIRM_DELAY_MS);
+}
+
+async function confirmPending() {
+  const since = pending;
+  const mine = generation;
+  pending = null;
+  const answer = await api(pageUrl({since}));
+  if (!answer.ok || mine !== generation) return;
+  for (const task of answer.data.tasks) {
+    confirmed.add(task.id);
+    draw(task.id, task);
+  }
+  if (confirmed.size > 10000) confirmed.clear();  // bounded; rows already shown stay
 }
 
 // Live inserts must not grow the table without bound: drop rows past the capacity from the end,
@@ -321,6 +418,7 @@ function showExports() {
 
 async function loadFirstPage() {
   showExports();
+  confirmed.clear();
   const mine = ++generation;
   const recorded = startRecording();
   root.setAttribute('aria-busy', 'true');
@@ -402,6 +500,7 @@ function onSync(socket) {
   // After every (re)connection: join the dashboard room, then re-read the page, so nothing
   // that changed while we were away stays stale. The ack's snapshot is not needed here.
   subscribe(socket, {dashboard: true}, () => loadFirstPage());
+  if (bulk) syncJobs(socket);
 }
 
 // Running tasks' runtime ticks between pushes.
@@ -415,10 +514,32 @@ setInterval(() => {
   }
 }, 1000);
 
+// ---- bulk actions (operators) ---------------------------------------------------------------
+
+function bulkFilters() {
+  const selected = {};
+  for (const key of TEXT_FILTERS) if (filters[key]) selected[key] = filters[key];
+  return selected;
+}
+
+// As the confirmation says it: "selected by status=failed failure group tasks.x · ValueError".
+function describeSelection(selected) {
+  const {failure_group: group, ...rest} = selected;
+  const words = selectedBy(rest);
+  if (!group) return words;
+  const label = `failure group ${groupLabel && groupLabel.id === group ? groupLabel.text : group}`;
+  return Object.keys(rest).length ? `${words} ${label}` : `selected by ${label}`;
+}
+
+const bulkBox = document.getElementById('bulk-panel');
+const bulk = canAct && bulkBox ? bulkPanel(bulkBox, {getFilters: bulkFilters, describe: describeSelection}) : null;
+if (bulk) recentJobs(document.getElementById('bulk-recent'), {onFollow: (job) => bulk.follow(job)});
+
 for (const status of STATUSES) statusSelect.append(el('option', {text: status, attrs: {value: status}}));
 showFilters(filters);
 loadFirstPage();
 const socket = connectLive(onSync);
+if (bulk) followJobs(socket);
 socket.on('tasks', (tasks) => {
   if (!Array.isArray(tasks)) return;
   for (const task of tasks) {

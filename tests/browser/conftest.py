@@ -9,9 +9,13 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
+from pulse import devstack
+
 # The browser, page and js_errors fixtures live in tests/conftest.py: one Chromium for the whole run
 # (tests/faults drives it too, and Playwright's sync API cannot be started twice in one process).
-from ..conftest import TIMEOUT_MS, JsErrors  # noqa: F401 - the tests here import them from this module
+from ..conftest import TIMEOUT_MS, JsErrors, start_server  # noqa: F401 - the tests here import them from this module
+
+VIEWER_TOKEN = "viewer-token-0123456789"
 
 
 def log_in_as(page, base_url: str, token: str) -> None:
@@ -49,3 +53,14 @@ def watch_bar_to_100(bar) -> list[int]:
     assert any(0 < value < 100 for value in values), f"the bar jumped without moving live: {values}"
     assert values == sorted(values), f"the bar went backwards: {values}"
     return values
+
+
+@pytest.fixture
+def viewer_stack(stack) -> Iterator:
+    """A second server on the session stack's Redis that also takes VIEWER_TOKEN (read-only)."""
+    proc, log, viewer = start_server(stack.redis_url, "web-viewer", PULSE_VIEWER_TOKEN=VIEWER_TOKEN)
+    try:
+        yield viewer
+    finally:
+        devstack.stop(proc)
+        log.close()

@@ -9,13 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from pulse import devstack
-from tests.conftest import ARTIFACTS, ROOT, start_server
+from tests.conftest import ARTIFACTS, ROOT
 
-from .conftest import TIMEOUT_MS, log_in_as, watch_bar_to_100
+from .conftest import TIMEOUT_MS, VIEWER_TOKEN, log_in_as, watch_bar_to_100
 
 pytestmark = pytest.mark.browser
-VIEWER_TOKEN = "viewer-token-0123456789"
 IMG = '<img src=x onerror="window.__pwned=true">'
 SCRIPT = "<script>window.__pwned=true</script>"
 PAYLOAD = f"{IMG}{SCRIPT}"
@@ -280,16 +278,6 @@ def test_replay_and_terminate_from_the_detail_page(logged_in_page, stack, js_err
     assert not js_errors.script_errors()
 
 
-@pytest.fixture
-def viewer_stack(stack):
-    proc, log, viewer = start_server(stack.redis_url, "web-viewer", PULSE_VIEWER_TOKEN=VIEWER_TOKEN)
-    try:
-        yield viewer
-    finally:
-        devstack.stop(proc)
-        log.close()
-
-
 def test_a_viewer_sees_no_actions_and_cannot_forge_one(page, stack, viewer_stack, js_errors):
     crashed = stack.launch("tasks.demo.crash")
     stack.wait_for(crashed, "failed")
@@ -426,3 +414,44 @@ def test_the_pages_have_no_html_sinks_and_no_inline_script():
         assert re.findall(r"<script\b[^>]*>", template) and all(
             "src=" in tag for tag in re.findall(r"<script\b[^>]*>", template)), f"{name} has an inline script"
         assert not re.search(r"\son[a-z]+\s*=", template), f"{name} has an inline event handler"
+
+
+def test_search_inside_tasks_from_the_url_and_live(logged_in_page, stack, js_errors):
+    """A search by a keyword argument's value: in the URL, answered by the server, and a new task
+    that matches is added live (the page asks the server, it cannot tell from the push alone)."""
+    page = logged_in_page
+    mark = f"{time.time_ns()}"
+    first = stack.launch("tasks.demo.fail_with_details", step=1, delay=0.01, input=f"{SCRIPT}-{mark}")
+    other = stack.launch("tasks.demo.fail_with_details", step=1, delay=0.01, input=f"other-{mark}")
+    stack.wait_for(first, "failed")
+    stack.wait_for(other, "failed")
+
+    search = f'kwargs:input="{SCRIPT}-{mark}" exc:ValueError'
+    open_page(page, stack.base_url + "/tasks")
+    page.fill("#filter-q", search)
+    page.wait_for_url(re.compile("q="))
+    assert query(page) == {"q": [search]}
+    expect(page.locator("#task-rows tr")).to_have_count(1)
+    expect(row(page, first)).to_be_visible()
+
+    page.reload()  # the search is in the URL
+    expect(page.locator("#filter-q")).to_have_value(search)
+    expect(row(page, first)).to_be_visible()
+    expect(page.locator("#task-rows tr")).to_have_count(1)
+
+    # Free text finds a value too; then a new matching task arrives while the page is open.
+    page.fill("#filter-q", f"other-{mark}")
+    expect(row(page, other)).to_be_visible()
+    expect(page.locator("#task-rows tr")).to_have_count(1)
+    again = stack.launch("tasks.demo.fail_with_details", step=1, delay=0.01, input=f"other-{mark}")
+    expect(row(page, again)).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#task-rows tr")).to_have_count(2)
+    unrelated = stack.launch("tasks.demo.count", total=2, delay=0.01)
+    stack.wait_for(unrelated, "finished")
+    page.wait_for_timeout(1500)  # the page's check of new tasks runs every second
+    expect(row(page, unrelated)).to_have_count(0)
+
+    page.locator("#search-help summary").click()
+    expect(page.locator("#search-help")).to_contain_text("kwargs:order_id=42")
+    assert page.evaluate("window.__pwned === undefined")
+    assert not js_errors.script_errors()

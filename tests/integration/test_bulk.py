@@ -174,6 +174,9 @@ def test_what_the_action_cannot_apply_to_is_counted_not_eligible(stack):
     ({"action": "skip", "filters": NOTHING, "reason": "x", "cap": "10"}, "cap must be"),
     ({"action": "skip", "filters": NOTHING, "reason": "x", "cap": True}, "cap must be"),
     ({"action": "skip", "filters": {"failure_group": "%%%"}, "reason": "x"}, "malformed failure_group"),
+    ({"action": "skip", "filters": {"stauts": "failed"}, "reason": "x"}, "unknown filter 'stauts'"),
+    ({"action": "skip", "filters": {}, "reason": "x"}, "at least one filter"),
+    ({"action": "skip", "filters": {"name": "", "q": ""}, "reason": "x"}, "at least one filter"),
 ])
 def test_hostile_requests_are_answered_400_saying_why(stack, body, message):
     answer = stack.api("POST", "/api/bulk", json=body)
@@ -183,12 +186,13 @@ def test_hostile_requests_are_answered_400_saying_why(stack, body, message):
 
 def test_a_filter_that_selects_everything_is_refused_above_the_cap_and_nothing_runs(stack):
     before = len(stack.api("GET", "/api/bulk").json()["jobs"])
-    answer = start(stack, "forget", {}, cap=1)
+    answer = start(stack, "forget", {"since": 0}, cap=1)
     assert answer.status_code == 409 and "more than 1 tasks" in answer.json()["error"]
     assert_documented("POST", "/api/bulk", answer)
     nothing = start(stack, "forget", {"q": f"kwargs:input={mark()}"})
     assert nothing.status_code == 409 and "selects no task" in nothing.json()["error"]
-    preview = stack.api("GET", "/api/bulk/preview", params={"action": "forget", "cap": "1"}).json()
+    params = {"action": "forget", "since": "0", "cap": "1"}
+    preview = stack.api("GET", "/api/bulk/preview", params=params).json()
     assert preview["matched"] == 1 and preview["more"] is True
     assert len(stack.api("GET", "/api/bulk").json()["jobs"]) == before
 

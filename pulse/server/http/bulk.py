@@ -17,12 +17,18 @@ JOB_ID = re.compile(re.escape(JOB_ID_PREFIX) + "[0-9a-f]{16}")
 
 
 def _filters(source: Any) -> dict[str, Any]:
+    """A bulk action's filters: known keys only, and at least one (every task is a filter away:
+    ``status=...``, never an empty object or a misspelt key)."""
     if not isinstance(source, dict):
         raise ActionError(400, '"filters" must be a JSON object of the task list\'s filters')
     try:
-        return parse_filters(source)
+        filters = parse_filters(source, strict=True)
     except ListingError as exc:
         raise ActionError(400, str(exc)) from None
+    if all(value is None or value == [] for value in filters.values()):
+        raise ActionError(400, "a bulk action needs at least one filter (status, name, worker, queue, "
+                               "exc_type, failure_group, q, since or until)")
+    return filters
 
 
 def _query_cap(raw: str | None) -> int | None:
@@ -52,7 +58,8 @@ def _listing(call: Any) -> Any:
 def preview() -> dict[str, Any]:
     """The dry run: how many tasks the filters select (up to the cap), how many of them the
     action applies to, and the first ids."""
-    filters = _filters(request.args.to_dict())
+    query = {key: value for key, value in request.args.items() if key not in ("action", "cap")}
+    filters = _filters(query)
     return _listing(lambda: ext("pulse_bulk").preview(request.args.get("action"), filters,
                                                       _query_cap(request.args.get("cap"))))
 

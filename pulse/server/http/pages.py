@@ -1,5 +1,5 @@
-"""The browser pages: overview, tasks, task detail, workers and periodic tasks (login lives in
-``auth``).
+"""The browser pages: overview, tasks, task detail, workers, queues, periodic tasks and the failure
+inbox (login lives in ``auth``).
 
 Pages are shells: their scripts read the API and the Socket.IO rooms, so what a page shows is
 exactly what the API answers.
@@ -52,6 +52,12 @@ def queues() -> Any:
 @page_access
 def periodic() -> Any:
     return render_template("periodic.html", page="periodic")
+
+
+@bp.get("/failures")
+@page_access
+def failures() -> Any:
+    return render_template("failures.html", page="failures")
 
 
 def init_app(app: Flask) -> None:

@@ -87,15 +87,17 @@ class Bulk:
         """Whether each task may take ``action`` now, by its record."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(self.keys.task(task_id), "status")
+            pipe.hmget(self.keys.task(task_id), "status", "bulk_job")
             pipe.hexists(self.keys.task(task_id), "call")
         replies = pipe.execute()
         allowed = ELIGIBLE[action]
         out = []
         for index in range(len(ids)):
-            status, has_call = replies[2 * index], replies[2 * index + 1]
+            (status, bulk_job), has_call = replies[2 * index], replies[2 * index + 1]
             status = as_text(status) if status else None
-            out.append(status in allowed and (action != "replay" or bool(has_call)))
+            # A bulk action's own record is no Celery task: nothing to revoke (cancel it instead).
+            revocable = not (bulk_job and action in ("revoke", "terminate"))
+            out.append(status in allowed and revocable and (action != "replay" or bool(has_call)))
         return out
 
     def preview(self, action: str, filters: dict[str, Any], cap: Any = None) -> dict[str, Any]:
@@ -132,9 +134,10 @@ class Bulk:
         for start in range(0, len(ids), 1000):
             pipe.rpush(self.keys.bulk(job_id, "ids"), *ids[start:start + 1000])
         pipe.zadd(self.keys.bulk_jobs, {job_id: now})
+        pipe.sadd(self.keys.bulk_open, job_id)
         pipe.execute()
         self.registry.write(job_id, SCHEDULED, fields={
-            "name": f"pulse.bulk.{action}", "state": states.PENDING, "queue": "pulse",
+            "name": f"pulse.bulk.{action}", "state": states.PENDING,
             "args": "()", "kwargs": repr({"filters": raw_filters, "reason": reason, "by": who}),
             "progress": progress_meta(0, len(ids), f"{action}: waiting for a server"), "bulk_job": True,
         }, fill={"sent_at": now})
@@ -207,11 +210,13 @@ class Bulk:
     def runnable(self) -> list[str]:
         """Jobs waiting for a server: queued, or running without a lease (their server stopped)."""
         out = []
-        for job_id in (as_text(i) for i in self.client.zrange(self.keys.bulk_jobs, -KEEP_JOBS, -1)):
+        for job_id in sorted(as_text(i) for i in self.client.smembers(self.keys.bulk_open)):
             status = as_text(self.client.hget(self.keys.bulk(job_id), "status") or b"")
             orphaned = status == RUNNING_JOB and not self.client.exists(self.keys.bulk(job_id, "lease"))
             if status == QUEUED or orphaned:
                 out.append(job_id)
+            elif status not in (QUEUED, RUNNING_JOB):  # ended (or dropped): no longer open
+                self.client.srem(self.keys.bulk_open, job_id)
         return out
 
     def claim(self, job_id: str, owner: str) -> bool:
@@ -348,7 +353,11 @@ class Bulk:
         return mine
 
     def _why_not(self, action: str, task_id: str) -> str:
-        status = as_text(self.client.hget(self.keys.task(task_id), "status") or b"") or "gone"
+        status, bulk_job = (as_text(v) if v else None for v in self.client.hmget(self.keys.task(task_id),
+                                                                                 "status", "bulk_job"))
+        status = status or "gone"
+        if bulk_job and action in ("revoke", "terminate"):
+            return "it is a bulk action (cancel it instead)"
         if action == "replay" and status in UNSUCCESSFUL:
             return "its arguments were not kept"
         return f"it is {status}"
@@ -387,6 +396,7 @@ class Bulk:
         now = time.time()
         self.client.hset(key, mapping={"status": status, "ended_at": now, "error": error or ""})
         self.client.delete(self.keys.bulk(job_id, "lease"))
+        self.client.srem(self.keys.bulk_open, job_id)
         job = self.job(job_id) or {}
         counts = {name: job.get(name, 0) for name in COUNTERS}
         if status == DONE:

@@ -78,14 +78,16 @@ def failure_groups(registry: Registry, sample: int = SAMPLE) -> dict[str, Any]:
 def _sample(task_id: str, fields: list[Any]) -> dict[str, Any]:
     status, failure, lost_reason, finished_at, updated_at = (as_text(f) if f is not None else None
                                                               for f in fields)
-    message = None
-    if failure:
-        try:
-            message = (json.loads(failure) or {}).get("exc_message")
-        except (ValueError, AttributeError):
-            message = None
-    elif lost_reason:
-        message = json.loads(lost_reason)
-    at = finished_at or updated_at
-    return {"id": task_id, "status": status, "message": message,
-            "at": float(json.loads(at)) if at else None}
+    message = _loaded(failure)
+    message = message.get("exc_message") if isinstance(message, dict) else _loaded(lost_reason)
+    at = _loaded(finished_at or updated_at)
+    return {"id": task_id, "status": status, "message": message if isinstance(message, str) else None,
+            "at": float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None}
+
+
+def _loaded(raw: str | None) -> Any:
+    """A record field's JSON value; None for none, or for one that is not JSON (never a 500)."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None

@@ -75,9 +75,17 @@ def parse_time(raw: str, name: str) -> float:
     return value
 
 
-def parse_filters(source: Mapping[str, Any]) -> dict[str, Any]:
+FILTER_KEYS = (*TEXT_FILTERS, "status", "since", "until")
+
+
+def parse_filters(source: Mapping[str, Any], strict: bool = False) -> dict[str, Any]:
     """The list filters in ``source`` (a query string, or a JSON object of the same keys):
-    ``status`` a comma list, ``since``/``until`` times, the others text."""
+    ``status`` a comma list, ``since``/``until`` times, the others text. ``strict``: a key that is
+    no filter is an error (a misspelt filter must not widen a bulk action to every task)."""
+    if strict:
+        unknown = sorted(key for key in source if key not in FILTER_KEYS)
+        if unknown:
+            raise ListingError(f"unknown filter {unknown[0][:50]!r}: use {', '.join(FILTER_KEYS)}")
     filters: dict[str, Any] = {}
     for key in TEXT_FILTERS:
         value = source.get(key)

@@ -51,7 +51,8 @@ def record_json(record: dict[str, Any] | None, task_id: str | None = None) -> di
     out.update(
         can_replay=status in UNSUCCESSFUL and record.get("call") is not None,
         can_skip=status in UNSUCCESSFUL,
-        can_revoke=status in ACTIVE,
+        # A bulk action's record is no Celery task: it is cancelled (POST /api/bulk/<id>/cancel).
+        can_revoke=status in ACTIVE and not record.get("bulk_job"),
         is_resolved=status in RESOLVED,
     )
     return out
