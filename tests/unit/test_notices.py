@@ -25,6 +25,9 @@ def test_a_server_hears_the_others_notices_not_its_own_nor_another_registrys():
     assert not here.from_others(notice("pulse@b", registry="other:"))
     assert not here.from_others(notice("pulse@b", task_id="../bad id"))
     assert not here.from_others({**notice("pulse@b"), "type": "task-progress"})
+    assert here.from_others({**notice("pulse@b"), "uuids": ["t1", "t2"]})
+    for bad in ("t1", [], ["t1", "../bad"], ["t1"] * 101, [None]):
+        assert not here.from_others({**notice("pulse@b"), "uuids": bad}), bad
 
 
 def test_each_server_process_is_its_own_origin():
@@ -46,14 +49,16 @@ def test_a_published_notice_makes_the_other_monitor_push_the_record_and_write_no
         try:
             Notices(app, registry.prefix).publish(["t1"])
             other.publish(["t1"])  # its own: ignored
+            Notices(app, registry.prefix).publish([f"b{n}" for n in range(150)])  # a bulk batch
             batch = next(stream.batches())
-            while len(batch) < 2:
+            while len(batch) < 4:
                 batch += next(stream.batches())
         finally:
             stream.close()
-    assert [event["type"] for event in batch] == [NOTICE, NOTICE]
+    assert [event["type"] for event in batch] == [NOTICE] * 4  # 150 ids: two events
     monitor.handle_batch(batch)
-    assert [(task["id"], task["status"]) for task in seen] == [("t1", "skipped")]
+    assert [(task["id"], task["status"]) for task in seen][:1] == [("t1", "skipped")]
+    assert [task["id"] for task in seen[1:]] == [f"b{n}" for n in range(150)]  # unknown here
     assert registry.client.hgetall(registry.key("t1")) == before
 
 

@@ -18,6 +18,7 @@ from celery import Celery
 from celery.events.state import State
 
 from pulse.agent.wire import UnsupportedBroker
+from pulse.server.ingest.notices import changed
 from pulse.server.ingest.receiver import ReceiverStream
 from pulse.server.ingest.stream import UNDECODABLE, EventStream, StreamSilent
 from pulse.server.model.store import TaskStore
@@ -114,8 +115,10 @@ class Monitor:
         for event in events:
             try:
                 self._check(event, now)
-                if event["type"].startswith("task-") or self.notice(event):
+                if event["type"].startswith("task-"):
                     task_events.append(event)
+                elif self.notice(event):
+                    task_events += changed(event)
                 else:
                     self._worker_event(event)
                 kinds[event["type"]] += 1
