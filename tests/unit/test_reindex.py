@@ -15,7 +15,7 @@ def as_before_the_indexes(registry) -> None:
                 text in (keys.failure_groups, keys.id_chars):
             client.delete(key)
         elif text.startswith(keys.task("")):
-            client.hdel(key, "terms", "exc_type")
+            client.hdel(key, "terms", "exc_type", "indexed")
 
 
 def buckets(registry) -> dict:
@@ -45,7 +45,7 @@ def test_older_records_are_indexed_once_and_nothing_else_changes(registry):
     while not reindex._stopping:
         reindex.step()
         steps += 1
-    assert steps == 4  # three batches of 500, then the mark
+    assert steps == 7  # six batches of 200, then the mark
     assert registry.client.get(reindex.done_key).decode() == VERSION
 
     assert listing.page({"q": "kwargs:order_id=7"}, 10).ids == ["old-0007"]
@@ -63,6 +63,20 @@ def test_older_records_are_indexed_once_and_nothing_else_changes(registry):
 
 def test_one_server_at_a_time(registry):
     registry.write("t1", "finished", fields={"name": "x"}, now=1.0)
+    as_before_the_indexes(registry)
     first, second = Reindex(registry, "a"), Reindex(registry, "b")
     assert first.step() == 1
     assert second.step() == 0 and not second._stopping  # the lease is a's
+
+
+def test_the_walk_ends_at_the_first_record_this_version_made(registry):
+    for number in range(300):
+        fields = {"kwargs": repr({"n": number})}
+        registry.write(f"old-{number:03d}", "finished", fields=fields, now=float(number))
+    as_before_the_indexes(registry)
+    for number in range(5000):  # made by this version: marked, never walked
+        registry.write(f"new-{number:04d}", "finished", now=1000.0 + number)
+    reindex = Reindex(registry, "a")
+    assert reindex.step() == 200
+    assert reindex.step() == 200 and reindex._stopping  # 100 old ones, then a new one: done
+    assert Listing(registry).page({"q": "kwargs:n=299"}, 10).ids == ["old-299"]

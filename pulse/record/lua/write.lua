@@ -148,8 +148,10 @@ if not reindex and new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'fail
   redis.call('EXPIRE', bucket, 7200)
 end
 if redis.call('ZADD', prefix .. 'i:all', 'NX', score, id) == 1 then
-  -- A new record: the characters of its id join those of every id (a search for text with a
-  -- character no id has cannot be part of an id: listing.py then needs no walk).
+  -- A new record: marked as indexed since it was made (upkeep/reindex.py stops at the first one),
+  -- and the characters of its id join those of every id (a search for text with a character no
+  -- id has cannot be part of an id: listing.py then needs no walk).
+  redis.call('HSET', key, 'indexed', '1')
   local seen, chars = {}, {}
   for c = 1, #id do
     local char = string.sub(id, c, c)
