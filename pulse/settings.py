@@ -8,6 +8,7 @@ before eventlet patches it. Errors name the key, the bad value and how to fix it
 
 import hashlib
 import hmac
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,16 @@ def _flag(raw: str) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError("use true or false")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(raw: str) -> int:
+    name = raw.strip().upper()
+    if name not in LOG_LEVELS:
+        raise ValueError(f"use one of {', '.join(LOG_LEVELS)}")
+    return logging.getLevelName(name)
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -243,6 +254,9 @@ class AgentSettings:
     retention: float
     registry_cap: int
     registry_prefix: str
+    task_logs: bool  # capture the running task's log lines in workers (pulse.agent.logs)
+    log_level: int
+    log_loggers: tuple[str, ...]  # loggers captured besides Celery's task logger
 
 
 def agent_settings(env: Mapping[str, str] = os.environ) -> AgentSettings:
@@ -257,4 +271,8 @@ def agent_settings(env: Mapping[str, str] = os.environ) -> AgentSettings:
         retention=_read(env, "PULSE_RETENTION", _duration, 7 * 86400.0),
         registry_cap=_read(env, "PULSE_REGISTRY_CAP", _positive_whole, 200_000),
         registry_prefix=env.get("PULSE_REGISTRY_PREFIX") or "pulse:",
+        task_logs=_read(env, "PULSE_TASK_LOGS", _flag, True),
+        log_level=_read(env, "PULSE_LOG_LEVEL", _log_level, logging.INFO),
+        # e.g. "myapp,celery.redirected" (the latter: what tasks print, as Celery redirects it).
+        log_loggers=_read(env, "PULSE_LOG_LOGGERS", _names, ()),
     )

@@ -2,8 +2,9 @@
 
 Task events and sent events, ``task_track_started`` and ``result_extended``; the registry
 (recording at the source: ``scheduled`` before publish, the worker's signals); bounded failure
-events; the periodic garbage collection in workers. The user's other settings are left alone.
-Pulse's state for the app lives on ``app.pulse`` (an ``Agent``), never in a module global.
+events; in workers, the periodic garbage collection and the running task's log lines. The
+user's other settings are left alone. Pulse's state for the app lives on ``app.pulse`` (an
+``Agent``), never in a module global.
 """
 
 import logging
@@ -17,10 +18,12 @@ from celery import Celery, signals
 from celery.app.backends import by_url
 from celery.backends.redis import RedisBackend
 
+from pulse.record.logs import TaskLogs
 from pulse.record.registry import Registry
 from pulse.settings import AgentSettings, ConfigError, agent_settings
 
 from . import collect, lifecycle, request
+from . import logs as task_logs
 from .progress_writer import make_writer
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if agent is None:
         return
     request.bound_failure_events(app)
+    if agent.settings.task_logs:
+        task_logs.install(app, TaskLogs(agent.registry), agent.settings.log_level, agent.settings.log_loggers)
     try:
         log.info("pulse: recording tasks in %s", agent.registry_location())
     except ConfigError as exc:  # the worker runs on; its tasks are then known from events only

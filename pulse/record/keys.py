@@ -3,7 +3,8 @@
 Families, as ``<prefix><name>``:
 
 - ``t:<id>`` a task's record (a hash), ``h:<id>`` its progress history (a list), ``c:<id>`` its
-  children (a set);
+  children (a set), ``l:<id>`` its newest log lines (a list) and ``lc:<id>`` their counters,
+  ``s:<id>`` its search terms (a string, terms.py);
 - ``i:<field>:<value>`` the tasks with that status, state, name, worker or queue (a sorted set),
   ``i:group:<id>`` a group's members, ``i:term:<term>`` the tasks with that search term
   (terms.py), ``i:all`` every task by first record, ``i:updated`` by last
@@ -25,12 +26,11 @@ Families, as ``<prefix><name>``:
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
 
 The Lua scripts build some of these from the prefix themselves, with the same spelling:
-``lua/write.lua`` (``c:``, ``i:<field>:<value>``, ``i:group:``, ``i:term:``, ``i:failgroup:``,
-``i:all``, ``i:updated``, ``i:ended``, ``names``, ``queues``, ``workers``, ``failgroups``, ``idchars``,
-``tp:``)
-and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``, ``i:<field>:<value>``, ``i:term:``, ``i:failgroup:``,
-``i:all``, ``i:ended``, ``i:updated``, ``failgroups``). Change a name there too, or old data is
-orphaned.
+``lua/write.lua`` (``c:``, ``s:``, ``i:<field>:<value>``, ``i:group:``, ``i:term:``, ``i:failgroup:``,
+``i:all``, ``i:updated``, ``i:ended``, ``names``, ``queues``, ``workers``, ``failgroups``,
+``idchars``, ``tp:``) and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``, ``l:``, ``lc:``, ``s:``,
+``i:<field>:<value>``, ``i:term:``, ``i:failgroup:``, ``i:all``, ``i:ended``, ``i:updated``,
+``failgroups``). Change a name there too, or old data is orphaned.
 """
 
 
@@ -52,6 +52,19 @@ class Keys:
     def history(self, task_id: str) -> str:
         """The list of a task's progress points, newest first."""
         return f"{self.prefix}h:{task_id}"
+
+    def terms(self, task_id: str) -> str:
+        """A task's search terms, separated by the unit separator (terms.py)."""
+        return f"{self.prefix}s:{task_id}"
+
+    def logs(self, task_id: str) -> str:
+        """The list of a task's newest log lines, each "<seq> <json>"."""
+        return f"{self.prefix}l:{task_id}"
+
+    def log_counts(self, task_id: str) -> str:
+        """The hash of a task's log counters: ``seq`` (the last line's number), ``dropped`` (the
+        oldest lines trimmed), ``lost`` (lines its worker could not send)."""
+        return f"{self.prefix}lc:{task_id}"
 
     def children(self, task_id: str) -> str:
         """The set of the ids of a task's children."""

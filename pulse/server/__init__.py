@@ -20,6 +20,7 @@ from pulse.record.registry import retry_once
 from pulse.server.http import api, auth, commands, embed, middleware, pages, schedule, security
 from pulse.server.http import bulk as bulk_routes
 from pulse.server.http import export as export_routes
+from pulse.server.http import logs as log_routes
 from pulse.server.http import queues as queue_routes
 from pulse.server.http import workers as worker_routes
 from pulse.server.http.metrics import Metrics
@@ -100,7 +101,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
                       # The whole progress history only for a task whose page is open; the
                       # rest (the dashboard, the widget) needs the points its rate is made of.
                       history_points=lambda task_id: None if broadcaster.watched(live.task_room(task_id))
-                      else RATE_WINDOW, notice=notices.from_others)
+                      else RATE_WINDOW, notice=notices.from_others, on_log=broadcaster.task_log)
     metrics.watch(lambda: {**listing.counts(), "connected": monitor.connected,
                            "newest_event_at": monitor.newest_event_at,
                            "workers_online": sum(1 for w in monitor.state.workers.values() if w.alive)})
@@ -142,6 +143,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     auth.init_app(app)
     commands.init_app(app)
     export_routes.init_app(app)  # GET /api/tasks.csv and .ndjson
+    log_routes.init_app(app)  # GET /api/tasks/<id>/logs: after api, whose path converter it uses
     queue_routes.init_app(app)  # the queues page's API: after api, whose path converter it uses
     embed.init_app(app)
     pages.init_app(app)

@@ -6,6 +6,7 @@ import {
   progressText, renderBar, setText, subscribe,
 } from './common.js';
 import {lineChart} from './charts.js';
+import {logPane} from './logpane.js';
 
 const ENDED = new Set(['finished', 'failed', 'revoked', 'lost', 'abandoned', 'replayed', 'skipped', 'expired']);
 const TIMELINE = [
@@ -281,12 +282,19 @@ setInterval(() => {
   }
 }, 1000);
 
+const logs = logPane($('log-box'), {url: page.dataset.logsUrl});
+
 const socket = connectLive((live) => {
-  // Every (re)connection: rejoin the room; the ack's snapshot redraws the page from scratch.
+  // Every (re)connection: rejoin the room; the ack's snapshot redraws the page from scratch, and
+  // the log pane reads the lines that came meanwhile.
   subscribe(live, {task: taskId}, (ack) => {
     if (ack.task && ack.task.id === taskId) draw('task', ack.task);
+    logs.sync();
   });
 });
 socket.on('task', (task) => {
   if (task && task.id === taskId) draw('task', task);
+});
+socket.on('log', (packet) => {
+  if (packet && packet.id === taskId) logs.onLog(packet);
 });

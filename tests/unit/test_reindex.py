@@ -12,10 +12,10 @@ def as_before_the_indexes(registry) -> None:
     for key in client.scan_iter(match=f"{keys.prefix}*"):
         text = key.decode()
         if any(part in text for part in ("i:term:", "i:failgroup:", "i:queue:", "i:exc_type:")) or \
-                text in (keys.failure_groups, keys.id_chars):
+                text in (keys.failure_groups, keys.id_chars) or text.startswith(keys.terms("")):
             client.delete(key)
         elif text.startswith(keys.task("")):
-            client.hdel(key, "terms", "exc_type", "indexed")
+            client.hdel(key, "exc_type", "indexed")
 
 
 def buckets(registry) -> dict:

@@ -121,13 +121,13 @@ def test_a_rare_term_is_found_at_once_among_many(registry, listing):
 def test_terms_accumulate_and_are_bounded_per_record(registry):
     registry.write("t1", "scheduled", fields={"kwargs": repr({"a": 1})}, now=1.0)
     registry.write("t1", "finished", fields={"result": "done"}, now=2.0)
-    kept = registry.client.hget(registry.keys.task("t1"), "terms").decode()
+    kept = registry.client.get(registry.keys.terms("t1")).decode()
     assert {"k:a=1", "r:done"} <= set(kept.split(SEPARATOR))
     for round_ in range(10):
         registry.write("t1", fields={"kwargs": repr({f"k{round_}-{n}": n for n in range(40)})}, now=3.0)
-    kept = registry.client.hget(registry.keys.task("t1"), "terms").decode()
+    kept = registry.client.get(registry.keys.terms("t1")).decode()
     assert len(kept.split(SEPARATOR)) == RECORD_TERMS
-    assert registry.get("t1")["terms"]  # stored as text, not JSON
+    assert "terms" not in registry.get("t1")  # beside the record: its reads do not carry them
 
 
 def test_pruning_a_record_drops_it_from_its_terms(registry, listing):
@@ -135,6 +135,7 @@ def test_pruning_a_record_drops_it_from_its_terms(registry, listing):
     assert listing.page({"q": "kwargs:order_id=9"}, 10).ids == ["gone"]
     registry.prune(purge=["gone"])
     assert not registry.client.exists(registry.keys.index("term", "k:order_id=9"))
+    assert not registry.client.exists(registry.keys.terms("gone"))
 
 
 def test_queue_and_exception_type_filters(registry, listing):

@@ -20,14 +20,15 @@ local function drop(id)
       redis.call('SREM', prefix .. 'failgroups', group)
     end
   end
-  local terms = redis.call('HGET', key, 'terms')
+  local terms = redis.call('GET', prefix .. 's:' .. id)
   if terms then
     for term in string.gmatch(terms, '[^\31]+') do redis.call('ZREM', prefix .. 'i:term:' .. term, id) end
   end
   redis.call('ZREM', prefix .. 'i:all', id)
   redis.call('ZREM', prefix .. 'i:ended', id)
   redis.call('ZREM', prefix .. 'i:updated', id)
-  redis.call('DEL', key, prefix .. 'h:' .. id, prefix .. 'c:' .. id)
+  redis.call('DEL', key, prefix .. 'h:' .. id, prefix .. 'c:' .. id, prefix .. 'l:' .. id, prefix .. 'lc:' .. id,
+             prefix .. 's:' .. id)
   deleted = deleted + 1
 end
 

@@ -6,7 +6,8 @@
 -- Each step follows the lifecycle rules as if written alone; the indexes are updated once, at the end
 -- (the monitor sends a task's whole batch of events as one call). A step whose expectation is not met
 -- is skipped. The field ``terms`` (search terms, separated by \x1f) is not set as given: a step's
--- terms are added to the record's (at most RECORD_TERMS, terms.py) and indexed, i:term:<term>.
+-- terms are added to the record's (at most RECORD_TERMS, terms.py), kept beside it in s:<id>
+-- (not in the hash: every read of a record would carry them), and indexed, i:term:<term>.
 -- Nor is ``reindex``: it indexes the record as if it were new (for records written before an
 -- index existed; the throughput is not counted again). Returns {code of the last step, flat record}: 1 applied, 0 only missing fields filled,
 -- -1 expectation not met.
@@ -122,7 +123,8 @@ if new[5] and new[5] ~= old[5] then redis.call('SADD', prefix .. 'queues', new[5
 if new[6] and new[6] ~= old[6] then redis.call('ZADD', prefix .. 'i:group:' .. new[6], score, id) end
 if #new_terms > 0 then
   local have, count, added = {}, 0, false
-  local kept = redis.call('HGET', key, 'terms')
+  local terms_key = prefix .. 's:' .. id
+  local kept = redis.call('GET', terms_key)
   if kept then
     for term in string.gmatch(kept, '[^\31]+') do
       have[term] = true
@@ -139,7 +141,7 @@ if #new_terms > 0 then
       end
     end
   end
-  if added then redis.call('HSET', key, 'terms', kept) end
+  if added then redis.call('SET', terms_key, kept) end
 end
 -- Throughput per minute, counted once: when a record enters finished or failed.
 if not reindex and new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'failed') then

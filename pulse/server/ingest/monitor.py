@@ -69,6 +69,7 @@ class Monitor:
         pause: Callable[[], None] = lambda: None,
         history_points: Callable[[str], int | None] = lambda task_id: None,
         notice: Callable[[dict[str, Any]], bool] = lambda event: False,
+        on_log: Callable[[dict[str, Any]], None] = lambda event: None,
     ) -> None:
         self.celery = celery_app
         self.store = store
@@ -87,6 +88,9 @@ class Monitor:
         # Another server's notice of a change no Celery event carries (``pulse.notices``): its
         # task is read and pushed like one that reported progress.
         self.notice = notice
+        # A task's log lines (``pulse.agent.logs``): pushed to its page, no registry write (the
+        # worker wrote them).
+        self.on_log = on_log
         self.connected = False
         self.connected_since: float | None = None
         self.last_event_at: float | None = None
@@ -115,7 +119,9 @@ class Monitor:
         for event in events:
             try:
                 self._check(event, now)
-                if event["type"].startswith("task-"):
+                if event["type"] == "task-log":
+                    self.on_log(event)
+                elif event["type"].startswith("task-"):
                     task_events.append(event)
                 elif self.notice(event):
                     task_events += changed(event)

@@ -210,9 +210,17 @@ class Listing:
             raise ListingError(str(exc)) from None
         if not (search.terms or search.names or search.ids or search.free):
             return []
-        known = [as_text(n) for n in self.client.smembers(self.registry.keys.names)] \
-            if search.names or search.free else []
-        id_chars = self._id_chars() if search.free else None
+        known: list[str] = []
+        id_chars: set[str] | None = None
+        if search.names or search.free:  # one round trip for both
+            pipe = self.client.pipeline(transaction=False)
+            pipe.smembers(self.registry.keys.names)
+            pipe.smembers(self.registry.keys.id_chars)
+            names_read, chars_read = pipe.execute()
+            known = [as_text(n) for n in names_read]
+            # The characters of every id recorded (write.lua keeps them); None when not kept (a
+            # registry written before they were: then any text may be part of an id).
+            id_chars = {as_text(c) for c in chars_read} or None
 
         def names(part: str) -> dict[str, str]:
             needle = part.lower()
@@ -228,8 +236,3 @@ class Listing:
                    for typed, term in search.free]
         return groups
 
-    def _id_chars(self) -> set[str] | None:
-        """The characters of every id recorded (write.lua keeps them), None when not kept (a
-        registry written before they were: then any text may be part of an id)."""
-        chars = {as_text(c) for c in self.client.smembers(self.registry.keys.id_chars)}
-        return chars or None

@@ -101,6 +101,21 @@ class Broadcaster(Periodic):
             if data.get("worker"):
                 self._dirty_workers.add(data["worker"])  # its active tasks changed
 
+    def task_log(self, event: dict[str, Any]) -> None:
+        """A batch of a task's log lines (a ``task-log`` event) to its page: the operator's and
+        viewers' room, and the per-task tokens' rooms when the task exposes its logs."""
+        task_id = event["uuid"]
+        packet = log_packet(event)
+        if packet is None:
+            return
+        rooms = [task_room(task_id)]
+        if event.get("exposed") is True:
+            rooms += [public_room(task_id, False), public_room(task_id, True)]
+        for room in rooms:
+            if self.watched(room):
+                self.socketio.emit("log", packet, to=room)
+                self.on_push("log")
+
     def worker_changed(self, hostname: str) -> None:
         """Called for every worker event (heartbeats, online, offline)."""
         with self._lock:
@@ -147,6 +162,19 @@ class Broadcaster(Periodic):
 
     def step(self) -> int:
         return self.flush()
+
+
+def log_packet(event: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"id", "first", "last", "lines"}`` of a ``task-log`` event, ``lines`` numbered (or None:
+    too many to carry, read them from the API); None for an event that is not one."""
+    first, last, lines = event.get("first"), event.get("last"), event.get("lines")
+    if not (isinstance(first, int) and isinstance(last, int) and 0 < first <= last):
+        return None
+    if isinstance(lines, list) and len(lines) == last - first + 1 and all(isinstance(x, dict) for x in lines):
+        numbered = [{**line, "seq": first + index} for index, line in enumerate(lines)]
+    else:
+        numbered = None
+    return {"id": event["uuid"], "first": first, "last": last, "lines": numbered}
 
 
 def monitor_packet(connected: bool) -> dict[str, Any]:
