@@ -22,8 +22,9 @@ from .terms import joined, record_terms
 
 # Stored as plain strings, because the Lua script compares and indexes them.
 RAW_FIELDS = frozenset({"status", "state", "name", "worker", "queue", "group_id", "terms", "exc_type"})
-# The fields a record's search terms come from (terms.py).
+# The fields a record's search terms come from (terms.py), and of those the arguments.
 SEARCHED = frozenset({"args", "kwargs", "call", "result", "failure"})
+ARGUMENTS = frozenset({"args", "kwargs", "call"})
 FLOAT_FIELDS = frozenset({"created_at", "updated_at"})
 
 
@@ -227,14 +228,18 @@ class Registry:
 
 def step(status: str | None = None, fields: dict[str, Any] | None = None, fill: dict[str, Any] | None = None,
          point: tuple[float, float] | None = None, parent: str | None = None,
-         expect: Iterable[str] | None = None) -> list[Any]:
+         expect: Iterable[str] | None = None, argument_terms: bool = True) -> list[Any]:
     """One write's arguments for the Lua script (see ``Registry.write`` for their meaning).
 
     A write of arguments, a result or a failure also carries their search terms (``terms``), which
-    the script adds to the record's and indexes.
+    the script adds to the record's and indexes. ``argument_terms=False``: not those of the
+    arguments (the monitor's writes from events: the producer indexed them at the source, and
+    reading an argument repr back into values costs more than the rest of an event's write).
     """
     args: list[Any] = [status or "", ",".join(expect) if expect is not None else ""]
     written = {**(fill or {}), **(fields or {})}
+    if not argument_terms:
+        written = {key: value for key, value in written.items() if key not in ARGUMENTS}
     if not SEARCHED.isdisjoint(written):
         terms = record_terms(written)
         if terms:

@@ -98,7 +98,7 @@ class TaskStore:
                 succeeded.add(task_id)
             if status is not None:
                 parent = event.get("parent_id") if event["type"] == "task-sent" else None
-                writes.append(step(status, fields, fill, parent=parent))
+                writes.append(step(status, fields, fill, parent=parent, argument_terms=False))
         pipe = registry.pipeline()
         for task_id, writes in steps.items():
             if writes:  # one call per task: its indexes are updated once
