@@ -21,10 +21,7 @@ def _filters(source: Any) -> dict[str, Any]:
     ``status=...``, never an empty object or a misspelt key)."""
     if not isinstance(source, dict):
         raise ActionError(400, '"filters" must be a JSON object of the task list\'s filters')
-    try:
-        filters = parse_filters(source, strict=True)
-    except ListingError as exc:
-        raise ActionError(400, str(exc)) from None
+    filters = _listing(lambda: parse_filters(source, strict=True))
     if all(value is None or value == [] for value in filters.values()):
         raise ActionError(400, "a bulk action needs at least one filter (status, name, worker, queue, "
                                "exc_type, failure_group, q, since or until)")

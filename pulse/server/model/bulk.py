@@ -66,15 +66,11 @@ class Bulk:
     def select(self, filters: dict[str, Any], cap: int) -> tuple[list[str], bool]:
         """The ids ``filters`` select, oldest first, at most ``cap``; and whether more match."""
         ids: list[str] = []
-        cursor = None
-        while True:
-            page = self.listing.page(filters, MAX_LIMIT, cursor, order="asc")
+        for page in self.listing.pages(filters, MAX_LIMIT, order="asc"):
             ids += page.ids
             if len(ids) > cap:
                 return ids[:cap], True
-            if page.next_cursor is None:
-                return ids, False
-            cursor = page.next_cursor
+        return ids, False
 
     def _cap(self, cap: Any) -> int:
         if cap is None:

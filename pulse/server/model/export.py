@@ -34,16 +34,8 @@ def tasks(listing: Listing, store: TaskStore, filters: dict[str, Any],
           order: str) -> Iterator[dict[str, Any]]:
     """Every task the filters select, in ``order``, a page at a time. The first page is read
     now, so a bad filter raises ListingError here rather than half way through a download."""
-    return _pages(listing, store, filters, order, listing.page(filters, PAGE, None, order))
-
-
-def _pages(listing: Listing, store: TaskStore, filters: dict[str, Any], order: str,
-           page: Any) -> Iterator[dict[str, Any]]:
-    while True:
-        yield from store.many_json(page.ids)
-        if page.next_cursor is None:
-            return
-        page = listing.page(filters, PAGE, page.next_cursor, order)
+    pages = listing.pages(filters, PAGE, order, first=listing.page(filters, PAGE, None, order))
+    return (task for page in pages for task in store.many_json(page.ids))
 
 
 def ndjson(rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:

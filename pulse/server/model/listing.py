@@ -11,7 +11,7 @@ and a request ``SCAN_CAP``, then answers what it found and a cursor to go on.
 import base64
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -175,6 +175,17 @@ class Listing:
         if len(ids) == limit:
             return Page(ids, encode_cursor(as_text(rows[-1]), ids[-1]))
         return Page(ids, None)
+
+    def pages(self, filters: dict[str, Any], limit: int, order: str = "desc",
+              first: Page | None = None) -> Iterator[Page]:
+        """Every page of ``filters``, following the cursors to the end (``first``: the first
+        page, already read, so that a bad filter raised before the walk began)."""
+        page = first or self.page(filters, limit, None, order)
+        while True:
+            yield page
+            if page.next_cursor is None:
+                return
+            page = self.page(filters, limit, page.next_cursor, order)
 
     def _groups(self, filters: dict[str, Any]) -> list[Group]:
         """The filters as groups: a task must be in every one."""

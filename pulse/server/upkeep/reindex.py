@@ -48,21 +48,24 @@ class Reindex(Periodic):
         ids_scores = client.zrangebyscore(self.registry.keys.all, score, "+inf", start=seen, num=BATCH,
                                           withscores=True)
         if not ids_scores:
-            client.set(self.done_key, VERSION)
-            client.delete(self.position_key, self.lease_key)
-            self.stop()
+            self._done()
             return 0
         ids = [as_text(task_id) for task_id, _score in ids_scores]
         if self._index(ids) < len(ids):  # met a record made by this version: the rest are too
-            client.set(self.done_key, VERSION)
-            client.delete(self.position_key, self.lease_key)
-            self.stop()
+            self._done()
             return len(ids)
         last = ids_scores[-1][1]
         # Ties: the records at the last score already indexed, skipped from there next time.
         ties = sum(1 for _id, s in ids_scores if s == last) + (seen if last == score else 0)
         client.set(self.position_key, f"{last!r} {ties}")
         return len(ids)
+
+    def _done(self) -> None:
+        """Every older record is indexed: mark it for every server, and stop."""
+        client = self.registry.client
+        client.set(self.done_key, VERSION)
+        client.delete(self.position_key, self.lease_key)
+        self.stop()
 
     def _position(self) -> tuple[float | str, int]:
         raw = self.registry.client.get(self.position_key)
