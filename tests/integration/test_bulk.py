@@ -265,7 +265,9 @@ def test_a_job_whose_server_is_killed_is_resumed_by_the_next_and_acts_on_each_ta
     assert done["uncertain"] <= 1 and done["errors"] == 0  # at most the task it was on when killed
     counts = replays_of(restart_db, "pulse:", ids)
     assert max(counts.values()) == 1 and sum(counts.values()) >= done["acted"]
-    assert client.llen(queue) == sum(counts.values())  # one message per replay, none twice
+    # One message per replay, none twice. The one task that may be uncertain can have its message
+    # sent without its replay recorded (killed between the publish and the record's write).
+    assert sum(counts.values()) <= client.llen(queue) <= sum(counts.values()) + done["uncertain"]
     assert record["status"] == "finished" and record["progress"]["percent"] == 100
     client.close()
 
