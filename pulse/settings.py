@@ -167,6 +167,10 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # The most tasks one bulk action may select (a request may ask for fewer): a filter that
         # selects more is refused, not cut, so an operator never acts on an arbitrary part.
         "BULK_CAP": _read(env, "PULSE_BULK_CAP", _positive_whole, 10_000),
+        # How often the alert rules are judged, and how long a webhook may take to answer (then the
+        # notice is retried, with backoff).
+        "ALERT_INTERVAL": _read(env, "PULSE_ALERT_INTERVAL", _at_least(0.5), 5.0),
+        "ALERT_TIMEOUT": _read(env, "PULSE_ALERT_TIMEOUT", _at_least(0.5), 10.0),
         # Always Secure; otherwise only on requests that came over HTTPS (pulse.security asks each one).
         "SESSION_COOKIE_SECURE": _read(env, "PULSE_SECURE_COOKIE", _flag, False),
         "SESSION_COOKIE_SAMESITE": "Lax",

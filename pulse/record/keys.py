@@ -14,6 +14,10 @@ Families, as ``<prefix><name>``:
 - ``i:failgroup:<name>\x1f<exception type>`` the unresolved failures (failed or lost) of a task name
   and exception type (an index like the others); ``failgroups`` the groups that have any (a set);
 - ``tp:<minute>`` finished and failed tasks in that minute (a hash);
+- ``an:m:<minute>``, ``an:h:<hour>`` the analytics of the tasks that ended in that minute or hour
+  (hashes: outcome counts and runtime and queue wait histograms per task name), ``an:total`` the
+  same per name and queue since the start (for /metrics), ``an:names`` and ``an:queues`` the
+  names and queues they count separately (sets, capped; record/analytics.py);
 - ``chord:<group id>`` a chord's body, ``unitmax:<id>`` a unit's highest progress shown;
 - ``goal:<goal>`` a goal's current task, ``goal-lock:<goal>`` the lock taken to launch it;
 - ``tokrev:<scope>`` the token revocation cut-off of a task or group;
@@ -22,13 +26,16 @@ Families, as ``<prefix><name>``:
   ``bulk:<job>:ids|claimed|outcomes|lease``, ``bulk-jobs`` the bulk actions by time, ``bulk-open``
   those not ended;
 - ``reindex:done|position|lease`` the indexing of records written before their indexes existed;
+- ``alert-rules``, ``alert-states`` the alert rules and their states (hashes), ``alert-lease`` the
+  server evaluating them, ``alert-outbox`` and ``alert-notice:<id>`` the notices to deliver,
+  ``alert-history:<rule>`` a rule's notices and delivery attempts;
 - ``session:<id>`` a login session (a string: its role and credential fingerprint);
 - ``audit`` the audit log (a list), ``tmp:<name>`` a scratch key of a Lua script.
 
 The Lua scripts build some of these from the prefix themselves, with the same spelling:
 ``lua/write.lua`` (``c:``, ``s:``, ``i:<field>:<value>``, ``i:group:``, ``i:term:``, ``i:failgroup:``,
 ``i:all``, ``i:updated``, ``i:ended``, ``names``, ``queues``, ``workers``, ``failgroups``,
-``idchars``, ``tp:``) and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``, ``l:``, ``lc:``, ``s:``,
+``idchars``, ``tp:``, ``an:``) and ``lua/prune.lua`` (``t:``, ``h:``, ``c:``, ``l:``, ``lc:``, ``s:``,
 ``i:<field>:<value>``, ``i:term:``, ``i:failgroup:``, ``i:all``, ``i:ended``, ``i:updated``,
 ``failgroups``). Change a name there too, or old data is orphaned.
 """
@@ -164,6 +171,57 @@ class Keys:
     def throughput(self, minute: int) -> str:
         """The hash of finished and failed counts in ``minute`` (Unix time // 60)."""
         return f"{self.prefix}tp:{minute}"
+
+    @property
+    def alert_rules(self) -> str:
+        """The hash of the alert rules: rule id -> its JSON."""
+        return f"{self.prefix}alert-rules"
+
+    @property
+    def alert_states(self) -> str:
+        """The hash of the alert rules' evaluation states: rule id -> its JSON."""
+        return f"{self.prefix}alert-states"
+
+    @property
+    def alert_lease(self) -> str:
+        """The server that evaluates the alert rules and delivers their notices."""
+        return f"{self.prefix}alert-lease"
+
+    @property
+    def alert_outbox(self) -> str:
+        """The sorted set of the notices to deliver, by the time of their next attempt."""
+        return f"{self.prefix}alert-outbox"
+
+    def alert_notice(self, notice_id: str) -> str:
+        """A notice waiting to be delivered (a hash: its target, body and attempts)."""
+        return f"{self.prefix}alert-notice:{notice_id}"
+
+    def alert_history(self, rule_id: str) -> str:
+        """The list of a rule's state changes and delivery attempts, newest first."""
+        return f"{self.prefix}alert-history:{rule_id}"
+
+    def analytics_minute(self, minute: int) -> str:
+        """The hash of the analytics of the tasks that ended in ``minute`` (Unix time // 60)."""
+        return f"{self.prefix}an:m:{minute}"
+
+    def analytics_hour(self, hour: int) -> str:
+        """The hash of the analytics of the tasks that ended in ``hour`` (Unix time // 3600)."""
+        return f"{self.prefix}an:h:{hour}"
+
+    @property
+    def analytics_totals(self) -> str:
+        """The hash of the analytics of every task that ended, per name and queue (never expires)."""
+        return f"{self.prefix}an:total"
+
+    @property
+    def analytics_names(self) -> str:
+        """The set of the task names the analytics count separately (the rest count as "other")."""
+        return f"{self.prefix}an:names"
+
+    @property
+    def analytics_queues(self) -> str:
+        """The set of the queues the analytics count separately (the rest count as "other")."""
+        return f"{self.prefix}an:queues"
 
     @property
     def audit(self) -> str:

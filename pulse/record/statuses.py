@@ -18,6 +18,9 @@ ACTIVE = frozenset({UNSTARTED, SCHEDULED, RUNNING, RETRYING})
 # Not yet picked up by a worker, and being worked on.
 WAITING = frozenset({UNSTARTED, SCHEDULED})
 WORKING = frozenset({RUNNING, RETRYING})
+# What a task ended in (rank 5 in lua/write.lua), counted by the analytics once per record and status;
+# replayed, skipped and expired are later verdicts on a record that had already ended.
+OUTCOMES = (FINISHED, FAILED, REVOKED, LOST, ABANDONED)
 # Sent to a broker and not ended: what the consumer check and the lost rule look at.
 QUEUED_OR_RUNNING = (SCHEDULED, RUNNING, RETRYING)
 # Ended by Celery itself (an end a later event may still bring after `lost`), and so expirable.

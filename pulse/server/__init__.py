@@ -17,12 +17,19 @@ from flask_socketio import SocketIO
 
 from pulse.agent.install import install
 from pulse.record.registry import retry_once
+from pulse.server.alerts.outbox import Outbox
+from pulse.server.alerts.readings import Readings
+from pulse.server.alerts.rules import Rules
+from pulse.server.http import alerts as alert_routes
+from pulse.server.http import analytics as analytics_routes
 from pulse.server.http import api, auth, commands, embed, middleware, pages, schedule, security
 from pulse.server.http import bulk as bulk_routes
 from pulse.server.http import export as export_routes
 from pulse.server.http import logs as log_routes
 from pulse.server.http import queues as queue_routes
 from pulse.server.http import workers as worker_routes
+from pulse.server.http.analytics_metrics import AnalyticsCollector
+from pulse.server.http.health_metrics import HealthGauges
 from pulse.server.http.metrics import Metrics
 from pulse.server.http.sessions import Sessions
 from pulse.server.http.throttle import AuthThrottle
@@ -30,6 +37,7 @@ from pulse.server.ingest.monitor import Monitor
 from pulse.server.ingest.notices import Notices
 from pulse.server.model.actions import Actions
 from pulse.server.model.amqp_queues import amqp_depths
+from pulse.server.model.analytics import Analytics
 from pulse.server.model.audit import AuditLog
 from pulse.server.model.bulk import Bulk
 from pulse.server.model.groups import describe_unit
@@ -41,6 +49,7 @@ from pulse.server.model.workers import worker_json
 from pulse.server.push import live
 from pulse.server.push.packets import SafePacket
 from pulse.server.push.waiters import Waiters
+from pulse.server.upkeep.alerting import Alerting
 from pulse.server.upkeep.bulk_runner import BulkRunner
 from pulse.server.upkeep.lapses import Lapses
 from pulse.server.upkeep.maintenance import Maintenance
@@ -138,7 +147,15 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
                                  on_changed=many_changed_here)),
         pulse_bulk_runner=BulkRunner(bulk, notices.origin, pause=lambda: socketio.sleep(0)),
         pulse_reindex=Reindex(registry, notices.origin),
+        pulse_analytics=(analytics := Analytics(registry)),
+        pulse_alert_rules=(alert_rules := Rules(registry.client, registry.keys)),
+        pulse_alert_outbox=(outbox := Outbox(registry)),
     )
+    app.extensions["pulse_alerting"] = Alerting(
+        registry, alert_rules, outbox, lambda now: readings(app, now), notices.origin,
+        evaluate_every=config["ALERT_INTERVAL"], timeout=config["ALERT_TIMEOUT"],
+        spawn=socketio.start_background_task)
+    metrics.registry.register(AnalyticsCollector(analytics))  # read from Redis at each scrape
     api.init_app(app)  # first: it installs the path converter the other routes use
     auth.init_app(app)
     commands.init_app(app)
@@ -150,7 +167,11 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     schedule.init_app(app)  # the periodic tasks: after commands, which handles ActionError
     worker_routes.init_app(app)  # worker control: after commands, which handles ActionError
     bulk_routes.init_app(app)  # bulk actions and the failure inbox: after commands, likewise
+    analytics_routes.init_app(app)  # GET /analytics and /api/analytics
+    alert_routes.init_app(app)  # alert rules: after commands and schedule, whose objects it uses
     live.init_app(app, socketio)
+    metrics.registry.register(HealthGauges(lambda now: readings(app, now), celery_app.conf.task_default_queue,
+                                           firing=alert_rules.firing))
     security.init_app(app)
     middleware.install(app)  # the WSGI stack around Socket.IO's middleware and Flask, in one list
     return app
@@ -166,6 +187,18 @@ def web_files() -> tuple[Path, Path]:
     return root / "templates", root / "static"
 
 
+def readings(app: Flask, now: float) -> Readings:
+    """The figures the alert rules (and the health gauges) read, from this server's objects."""
+    extensions = app.extensions
+    maintenance = extensions["pulse_maintenance"]
+    analytics = extensions["pulse_analytics"]
+    return Readings(now, extensions["pulse_registry"], extensions["pulse_monitor"],
+                    consumers=lambda: maintenance.consumers, broker=extensions["pulse_broker"],
+                    outcomes=lambda name, window, at: analytics.outcomes(
+                        None if name is None else analytics.label(name), window, at),
+                    schedule=extensions["pulse_schedule"].describe)
+
+
 def broker_client(celery_app: Celery) -> redis.Redis | None:
     """A Redis client on the app's broker when it is Redis, else None."""
     url = str(celery_app.conf.broker_url or "")
@@ -176,9 +209,9 @@ def broker_client(celery_app: Celery) -> redis.Redis | None:
 
 def start_background(app: Flask) -> None:
     """Start the monitor, the registry upkeep, the dashboard pusher, the token recheck, the bulk
-    action runner and the indexing of records older than their indexes."""
+    action runner, the indexing of records older than their indexes and the alerting."""
     socketio = app.extensions["socketio"]
     for name in ("pulse_monitor", "pulse_maintenance", "pulse_live", "pulse_lapses", "pulse_bulk_runner",
-                 "pulse_reindex"):
+                 "pulse_reindex", "pulse_alerting"):
         worker = app.extensions[name]
         socketio.start_background_task(worker.run, sleep=socketio.sleep)

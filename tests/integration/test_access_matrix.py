@@ -34,6 +34,7 @@ EMBED_ORIGIN = "http://app.example.test"  # in PULSE_EMBED_ORIGINS
 OTHER_ORIGIN = "http://evil.example.test"  # not
 PROXIED = "pulse.example.test"  # the host a TLS-terminating proxy serves Pulse on
 UNKNOWN_JOB = "bulk-0123456789abcdef"  # {J}: a well-formed bulk action id that names no job
+UNKNOWN_RULE = "alert-0123456789ab"  # {R}: a well-formed alert rule id that names no rule
 
 CREDENTIALS = {
     "nil": "no credentials at all",
@@ -116,6 +117,16 @@ GET    /periodic                  -    302 302 302 302 200 200 302 200 302 302 3
 GET    /api/periodic              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /failures                  -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
 GET    /api/failures              -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /analytics                 -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /api/analytics             -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+GET    /alerts                    -    302 302 302 302 200 200 302 200 302 302 302 302 302 302 302 302 302
+GET    /api/alerts                -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
+POST   /api/alerts                -    401 401 201 401 201 403 403 403 401 401 401 401 401 401 401 401 401
+GET    /api/alerts/{R}            -    401 401 404 401 404 404 404 404 401 401 401 401 401 401 401 401 401
+PUT    /api/alerts/{R}            -    401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+DELETE /api/alerts/{R}            -    401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+POST   /api/alerts/{R}/test       -    401 401 404 401 404 403 403 403 401 401 401 401 401 401 401 401 401
+GET    /api/alerts/{R}/history    -    401 401 404 401 404 404 404 404 401 401 401 401 401 401 401 401 401
 GET    /api/bulk                  -    401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 GET    /api/bulk/preview          fail 401 401 200 401 200 200 200 200 401 401 401 401 401 401 401 401 401
 POST   /api/bulk                  fail 401 401 202 401 202 403 403 403 401 401 401 401 401 401 401 401 401
@@ -266,7 +277,7 @@ def http_cell(app, row: Row, credential: str) -> int:
     registry = app.extensions["pulse_registry"]
     ids = seed(registry, STATUS_OF_A[row.a_is])
     target = ids["B"] if credential in ("tB", "cB") else ids["A"]
-    path = row.path.format(A=target, G=ids["G"], goal=ids["goal"], J=UNKNOWN_JOB)
+    path = row.path.format(A=target, G=ids["G"], goal=ids["goal"], J=UNKNOWN_JOB, R=UNKNOWN_RULE)
     client, headers, query = http_credential(app, credential, ids)
     body: dict[str, Any] = {}
     if row.path == "/login" and row.method == "POST":
@@ -285,6 +296,8 @@ def http_cell(app, row: Row, credential: str) -> int:
         body["json"] = {"reason": "access matrix"}
     elif row.path == "/api/bulk/preview":
         query = {**query, "action": "skip", "q": f"id:{ids['A']}"}
+    elif row.path in ("/api/alerts", "/api/alerts/{R}") and row.method in ("POST", "PUT"):
+        body["json"] = {"name": "access matrix", "kind": "no_worker"}
     response = client.open(path, method=row.method, headers=headers, query_string=query, **body)
     response.close()  # a static file's response holds the file open
     if credential in TASK_TOKENS and response.status_code == 200 and row.method != "HEAD" \
@@ -302,7 +315,7 @@ def test_every_route_has_a_row(matrix_app):
     routes = {(rule.endpoint, method) for rule in matrix_app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     adapter = matrix_app.url_map.bind("localhost")
-    sample = {"A": "a-1", "G": "g-1", "goal": "goal-1", "J": UNKNOWN_JOB}
+    sample = {"A": "a-1", "G": "g-1", "goal": "goal-1", "J": UNKNOWN_JOB, "R": UNKNOWN_RULE}
     covered = {(adapter.match(row.path.format(**sample), row.method)[0], row.method) for row in ROWS
                if row.method != "HEAD"}
     assert routes - covered == set(), "routes without a row in the HTTP table"
@@ -311,7 +324,8 @@ def test_every_route_has_a_row(matrix_app):
 
 def test_options_answers_carry_nothing(matrix_app):
     client = matrix_app.test_client()
-    for path in {row.path.format(A="a-1", G="g-1", goal="goal-1", J=UNKNOWN_JOB) for row in ROWS}:
+    for path in {row.path.format(A="a-1", G="g-1", goal="goal-1", J=UNKNOWN_JOB, R=UNKNOWN_RULE)
+                 for row in ROWS}:
         response = client.options(path)
         assert (response.status_code, response.data) == (200, b""), path
 

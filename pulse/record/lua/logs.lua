@@ -2,11 +2,15 @@
 -- KEYS[1] the task's log lines (a list), KEYS[2] their counters (a hash: seq, dropped, lost)
 -- ARGV: keep, dropped (lines the writer let go for the same reason as the trim: more than
 --       ``keep`` between two writes), lost (lines it could not send: Redis was away), seconds to
---       keep both keys, then the lines (each a JSON object, as text)
+--       keep both keys, then the announcement: the number the writer expects the batch's first
+--       line to get (0: none), a pub/sub channel and a message, published only if the batch's
+--       first line gets that number (the message carries it); then the lines (each a JSON
+--       object, as text)
 -- A line is stored as "<seq> <json>". ``dropped`` counts the oldest lines trimmed to ``keep``.
 -- Returns the number of the batch's first line.
 local keep, dropped, lost, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = #ARGV - 4
+local expected, channel, message = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local n = #ARGV - 7
 if n == 0 then  -- counts alone
   if dropped > 0 then redis.call('HINCRBY', KEYS[2], 'dropped', dropped) end
   if lost > 0 then redis.call('HINCRBY', KEYS[2], 'lost', lost) end
@@ -15,7 +19,7 @@ end
 local last = redis.call('HINCRBY', KEYS[2], 'seq', n)
 local first = last - n + 1
 local batch = {}
-for i = 1, n do batch[i] = (first + i - 1) .. ' ' .. ARGV[i + 4] end
+for i = 1, n do batch[i] = (first + i - 1) .. ' ' .. ARGV[i + 7] end
 for start = 1, n, 1000 do  -- unpack holds a bounded number of values
   redis.call('RPUSH', KEYS[1], unpack(batch, start, math.min(start + 999, n)))
 end
@@ -32,4 +36,5 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
+if expected == first then redis.call('PUBLISH', channel, message) end
 return first

@@ -149,6 +149,50 @@ if not reindex and new[1] ~= old[1] and (new[1] == 'finished' or new[1] == 'fail
   redis.call('HINCRBY', bucket, new[1], 1)
   redis.call('EXPIRE', bucket, 7200)
 end
+-- Analytics (the constants and field spelling are record/analytics.py's): a record entering what it
+-- ended in counts in its minute, its hour and the totals; a finished or failed one adds its runtime
+-- and (first attempt, no ETA) queue wait to histograms. Once per record and status, as above.
+local OUTCOME = {finished = true, failed = true, revoked = true, lost = true, abandoned = true}
+if not reindex and new[1] ~= old[1] and OUTCOME[new[1]] then
+  local BOUNDS = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50,
+                  100, 250, 500, 1000, 2500, 5000, 10000}
+  local function label(value, set, cap)  -- first come first kept, so a series never changes label
+    if not value or value == '' then return 'unknown' end
+    if #value > 200 or string.find(value, '\31', 1, true) then return 'other' end
+    if redis.call('SISMEMBER', set, value) == 1 then return value end
+    if value == 'other' or value == 'unknown' or redis.call('SCARD', set) >= cap then return 'other' end
+    redis.call('SADD', set, value)
+    return value
+  end
+  local name = label(new[3], prefix .. 'an:names', 200)
+  local tail = '\31' .. label(new[5], prefix .. 'an:queues', 50) .. '\31' .. name
+  local minute = math.floor(now / 60)
+  local mkey, hkey = prefix .. 'an:m:' .. minute, prefix .. 'an:h:' .. math.floor(minute / 60)
+  local totals = prefix .. 'an:total'
+  local function count(field)  -- a 1 is a new field, maybe of a new hash: (re)set the TTL then
+    if redis.call('HINCRBY', mkey, field .. '\31' .. name, 1) == 1 then redis.call('EXPIRE', mkey, 86520) end
+    if redis.call('HINCRBY', hkey, field .. '\31' .. name, 1) == 1 then redis.call('EXPIRE', hkey, 93600) end
+    redis.call('HINCRBY', totals, field .. tail, 1)
+  end
+  local function observe(kind, seconds)
+    seconds = math.max(seconds, 0)  -- clocks of producer and worker hosts may disagree
+    local b = #BOUNDS + 1
+    for i = 1, #BOUNDS do
+      if seconds <= BOUNDS[i] then b = i break end
+    end
+    count(kind .. b)
+    redis.call('HINCRBYFLOAT', totals, string.upper(kind) .. tail, seconds)
+  end
+  count('o' .. new[1])
+  if new[1] == 'finished' or new[1] == 'failed' then
+    local t = redis.call('HMGET', key, 'started_at', 'finished_at', 'runtime', 'sent_at', 'retries', 'eta')
+    local started, finished, sent = tonumber(t[1]), tonumber(t[2]), tonumber(t[4])
+    local runtime = tonumber(t[3]) or (started and finished and finished - started)
+    if runtime then observe('r', runtime) end
+    -- A retry keeps its first sent_at, and an ETA task waits on purpose: neither waited in a queue.
+    if started and sent and not t[6] and (tonumber(t[5]) or 0) == 0 then observe('w', started - sent) end
+  end
+end
 if redis.call('ZADD', prefix .. 'i:all', 'NX', score, id) == 1 then
   -- A new record: marked as indexed since it was made (upkeep/reindex.py stops at the first one),
   -- and the characters of its id join those of every id (a search for text with a character no

@@ -1,5 +1,5 @@
-"""The browser pages: overview, tasks, task detail, workers, queues, periodic tasks and the failure
-inbox (login lives in ``auth``).
+"""The browser pages: overview, tasks, task detail, workers, queues, periodic tasks, the failure
+inbox and the alert rules (login lives in ``auth``).
 
 Pages are shells: their scripts read the API and the Socket.IO rooms, so what a page shows is
 exactly what the API answers.
@@ -58,6 +58,12 @@ def periodic() -> Any:
 @page_access
 def failures() -> Any:
     return render_template("failures.html", page="failures")
+
+
+@bp.get("/alerts")
+@page_access
+def alerts() -> Any:
+    return render_template("alerts.html", page="alerts")
 
 
 def init_app(app: Flask) -> None:

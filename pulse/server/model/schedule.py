@@ -94,6 +94,13 @@ def schedule_words(sched: Any) -> str:
 def next_run_at(sched: Any, celery_app: Celery, last_run_at: float | None, now: float) -> float | None:
     """When beat would send the entry next, counted from its last run (else from now, as a beat
     started now counts), in Unix seconds, never before ``now``; None when the schedule cannot say."""
+    due = due_at(sched, celery_app, last_run_at, now)
+    return None if due is None else max(now, due)
+
+
+def due_at(sched: Any, celery_app: Celery, last_run_at: float | None, now: float) -> float | None:
+    """When the entry's next run was due, counted as ``next_run_at`` counts, but possibly before
+    ``now``: by how much is how late beat is."""
     clock = copy.copy(sched)
     for cached in ("tz", "utc_enabled"):  # cached from whatever app the schedule was built with
         clock.__dict__.pop(cached, None)
@@ -108,7 +115,7 @@ def next_run_at(sched: Any, celery_app: Celery, last_run_at: float | None, now: 
         return None
     if not isinstance(remaining, timedelta):
         return None
-    return max(now, now + remaining.total_seconds())
+    return now + remaining.total_seconds()
 
 
 def call_of(args: Any, kwargs: Any) -> dict[str, Any] | None:
@@ -148,6 +155,9 @@ class Schedule:
     def _specs(self) -> dict[str, Any]:
         return dict(self.celery.conf.beat_schedule or {})
 
+    def entry_names(self) -> set[str]:
+        return {str(name) for name in self._specs()}
+
     def describe(self, now: float | None = None) -> dict[str, Any]:
         """Every entry with its schedule in words, arguments, last runs and next run."""
         now = time.time() if now is None else now
@@ -184,14 +194,17 @@ class Schedule:
                     break
         last = last_runs[0] if last_runs else None
         last_at = (last.get("sent_at") or last.get("created_at")) if last else None
+        due = due_at(sched, self.celery, last_at, now) if sched is not None else None
         return {
             "name": name, "task": task, "schedule": words,
             "args": bounded_json(list(args) if isinstance(args, list | tuple) else args),
             "kwargs": bounded_json(kwargs), "options": bounded_json(spec.get("options") or {}),
             "last_runs": last_runs, "last_run_at": last_at,
             "last_failed": bool(last and last["status"] in UNSUCCESSFUL),
-            "next_run_at": next_run_at(sched, self.celery, last_at, now) if sched is not None else None,
+            "next_run_at": None if due is None else max(now, due),
             "next_run_from": "last run" if last else "now",
+            # Seconds the run after the last one is overdue (0 when on time or never run).
+            "overdue": round(max(0.0, now - due), 1) if last and due is not None else 0.0,
         }
 
     def run_now(self, who: str, name: str, reason: str) -> str:
