@@ -49,6 +49,16 @@ def _at_least(minimum: float) -> Callable[[str], float]:
     return cast
 
 
+def _between(minimum: float, maximum: float) -> Callable[[str], float]:
+    def cast(raw: str) -> float:
+        value = float(raw)
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be from {minimum:g} to {maximum:g}")
+        return value
+
+    return cast
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = _names(raw)
     for origin in origins:
@@ -170,7 +180,9 @@ def load_config(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # How often the alert rules are judged, and how long a webhook may take to answer (then the
         # notice is retried, with backoff).
         "ALERT_INTERVAL": _read(env, "PULSE_ALERT_INTERVAL", _at_least(0.5), 5.0),
-        "ALERT_TIMEOUT": _read(env, "PULSE_ALERT_TIMEOUT", _at_least(0.5), 10.0),
+        # At most 30 s: a delivery is claimed for 60 s, and a second attempt must not start while the
+        # first still waits for its answer.
+        "ALERT_TIMEOUT": _read(env, "PULSE_ALERT_TIMEOUT", _between(0.5, 30.0), 10.0),
         # Always Secure; otherwise only on requests that came over HTTPS (pulse.security asks each one).
         "SESSION_COOKIE_SECURE": _read(env, "PULSE_SECURE_COOKIE", _flag, False),
         "SESSION_COOKIE_SAMESITE": "Lax",

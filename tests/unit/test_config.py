@@ -44,7 +44,10 @@ def test_keys_have_a_minimum_length_and_differ(env, key):
     [({}, "PULSE_TOKEN"), ({"PULSE_TOKEN": "short"}, "PULSE_TOKEN"),
      ({"PORT": "http"}, "PORT"), ({"PORT": "70000"}, "PORT"),
      ({"PULSE_ASYNC_MODE": "gevent"}, "PULSE_ASYNC_MODE"),
-     ({"PULSE_PUSH_INTERVAL": "0.01"}, "PULSE_PUSH_INTERVAL")],
+     ({"PULSE_PUSH_INTERVAL": "0.01"}, "PULSE_PUSH_INTERVAL"),
+     ({"PULSE_ALERT_TIMEOUT": "31"}, "PULSE_ALERT_TIMEOUT"),
+     ({"PULSE_ALERT_TIMEOUT": "0.1"}, "PULSE_ALERT_TIMEOUT"),
+     ({"PULSE_ALERT_INTERVAL": "0.1"}, "PULSE_ALERT_INTERVAL")],
 )
 def test_bad_settings_name_their_key(env, key):
     env = {"PULSE_TOKEN": TOKEN, **env} if key != "PULSE_TOKEN" else env
