@@ -18,7 +18,7 @@ from .harness import ARTIFACTS, Row
 
 # In the order of the issue: the cheap ones first, the machine's limits last.
 BENCHMARKS = ("progress_call", "latency", "ingest", "fanout", "memory", "api", "responsive", "limits",
-              "connections", "bulk", "log_call")
+              "connections", "bulk", "log_call", "log_stream")
 
 
 def machine() -> str:

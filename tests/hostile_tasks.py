@@ -8,11 +8,13 @@ so a test importing the payloads below changes nothing in its own process.
 """
 
 import math
+import os
 import time
 from functools import cache
 from typing import Any
 
 from celery import Celery
+from celery.utils.log import get_task_logger
 from kombu import Queue
 
 from pulse.agent.failure import fail
@@ -137,6 +139,32 @@ def _hold(task, seconds: float) -> None:
         time.sleep(0.05)
 
 
+LOG_FLOOD = 100_000  # lines of the "flood" log case
+# Log lines no text should be: markup, lone surrogates, undecodable bytes, control characters.
+ODD_LOG_LINES = (
+    hostile_text("log"),
+    "lone \ud800 and \udfff surrogates",
+    os.fsdecode(b"undecodable \xff\xfe bytes"),  # surrogate-escaped, as a file name may come
+    "NUL \x00, ESC \x1b[31m, DEL \x7f",
+)
+RAW_LOG_BYTES = b"raw \xff\x00 bytes"  # a bytes message, which logging shows as its repr
+
+
+def log_lines(case: str) -> None:
+    """Log ``case``'s lines on a task logger: ``flood`` (``LOG_FLOOD`` numbered lines), ``huge``
+    (a 10 MB line) or ``odd`` (``ODD_LOG_LINES``, then ``RAW_LOG_BYTES``)."""
+    logger = get_task_logger("hostile.logs")
+    if case == "flood":
+        for number in range(LOG_FLOOD):
+            logger.info("flood line %d", number)
+    elif case == "huge":
+        logger.info("h" * 10_000_000)
+    else:
+        for line in ODD_LOG_LINES:
+            logger.warning(line)
+        logger.warning(RAW_LOG_BYTES)
+
+
 def register(app: Celery) -> None:
     """Define the hostile tasks on ``app``."""
 
@@ -163,6 +191,11 @@ def register(app: Celery) -> None:
     def fail_odd(self) -> None:
         fail(self, Unprintable(), exc_type=Unprintable(), unprintable=Unprintable(), bigint=10**5000,
              loop=circular(), deep=nested(5000), things={1, 2, 3}, nan=math.nan, step=3)
+
+    @app.task(name="hostile.log_lines")
+    def hostile_log_lines(case: str) -> str:
+        log_lines(case)
+        return case
 
     @app.task(name="hostile.swallow")
     def swallow(*args: Any, **kwargs: Any) -> int:
