@@ -167,7 +167,7 @@ def create_app(celery_app: Celery, env: Mapping[str, str] | None = None) -> Flas
     schedule.init_app(app)  # the periodic tasks: after commands, which handles ActionError
     worker_routes.init_app(app)  # worker control: after commands, which handles ActionError
     bulk_routes.init_app(app)  # bulk actions and the failure inbox: after commands, likewise
-    analytics_routes.init_app(app)  # GET /analytics and /api/analytics
+    analytics_routes.init_app(app)  # GET /api/analytics
     alert_routes.init_app(app)  # alert rules: after commands and schedule, whose objects it uses
     live.init_app(app, socketio)
     metrics.registry.register(HealthGauges(lambda now: readings(app, now), celery_app.conf.task_default_queue,

@@ -5,6 +5,7 @@ state machine is tested without a clock or a server. A change that must be told 
 or stops firing) comes back as a notice; everything else is only a new state.
 """
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from pulse.record.statuses import FAILED, FINISHED, LOST
 from pulse.server.alerts.rules import KINDS, condition_of
 
 OK, PENDING, FIRING, UNKNOWN, DISABLED = "ok", "pending", "firing", "unknown", "disabled"
-FIRING_NOTICE, RESOLVED_NOTICE = "firing", "resolved"
+FIRING_NOTICE, RESOLVED_NOTICE, TEST_NOTICE = "firing", "resolved", "test"
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,12 @@ def step(rule: dict[str, Any], judgement: Judgement | None, previous: dict[str, 
     return {**base, "state": PENDING, "since": started, **facts}, notices
 
 
-def _notice(rule: dict[str, Any], status: str, state: dict[str, Any], now: float,
-            detail: str) -> dict[str, Any]:
+def _notice(rule: dict[str, Any], status: str, state: dict[str, Any], now: float, detail: str,
+            notice_id: str | None = None) -> dict[str, Any]:
     """What a webhook is told; ``id`` is the same for every target and every retry, so a receiver
     can drop a duplicate."""
     return {
-        "id": f"{rule['id']}:{state.get('episode', 0)}:{status}",
+        "id": notice_id or f"{rule['id']}:{state.get('episode', 0)}:{status}",
         "status": status,
         "rule": {field: rule.get(field) for field in
                  ("id", "name", "kind", "task", "queue", "entry", "threshold", "window")},
@@ -149,3 +150,9 @@ def _notice(rule: dict[str, Any], status: str, state: dict[str, Any], now: float
         "resolved_at": now if status == RESOLVED_NOTICE else None,
         "at": now,
     }
+
+
+def test_notice(rule: dict[str, Any], now: float) -> dict[str, Any]:
+    """A notice an operator asks for to try the rule's webhooks: its own id each time."""
+    return _notice(rule, TEST_NOTICE, {}, now, "a test notice: the webhook is reachable",
+                   notice_id=f"{rule['id']}:test:{secrets.token_hex(4)}")

@@ -9,10 +9,8 @@ from functools import cached_property
 from typing import Any
 
 from pulse.record.registry import Registry, as_text
-from pulse.record.statuses import RUNNING
+from pulse.server.model.bulk import worker_tasks
 from pulse.server.model.queues import queues
-
-RUNNING_READ = 10_000  # the running tasks looked at, as the lost-task check does
 
 
 class Readings:
@@ -63,15 +61,9 @@ class Readings:
     @cached_property
     def running(self) -> dict[str, tuple[float, str]]:
         """Task name -> (age, id) of its longest-running task, from the registry's running index."""
-        client = self.registry.client
-        index = self.registry.keys.index("status", RUNNING)
-        ids = [as_text(i) for i in client.zrange(index, 0, RUNNING_READ - 1)]
-        pipe = client.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(self.registry.key(task_id), "name", "started_at", "bulk_job")
         longest: dict[str, tuple[float, str]] = {}
-        for task_id, (name, started, bulk_job) in zip(ids, pipe.execute(), strict=True):
-            if not started or bulk_job:  # a bulk action's own record is no worker's task
+        for task_id, (name, started) in worker_tasks(self.registry, "name", "started_at").items():
+            if not started:
                 continue
             age = max(0.0, self.now - float(started))
             key = as_text(name) if name else "?"

@@ -4,7 +4,6 @@ Reading needs a viewer; every change needs the operator and lands in the audit l
 webhook URLs cut to their host: a Slack webhook's path is its secret.
 """
 
-import secrets
 import time
 from dataclasses import asdict
 from typing import Any
@@ -12,22 +11,18 @@ from typing import Any
 from flask import Blueprint, Flask, request
 
 from pulse.record.registry import as_text
+from pulse.server.alerts.conditions import test_notice
 from pulse.server.alerts.rules import KINDS, masked, parse_rule, valid_rule_id
 from pulse.server.http.api import ext
-from pulse.server.http.auth import OPERATOR, actor, api_access, bearer_role, bearer_token, session_role
+from pulse.server.http.auth import OPERATOR, actor, api_access, caller_role
 from pulse.server.model.actions import ActionError
 
 bp = Blueprint("alerts", __name__)
 HISTORY_DEFAULT, HISTORY_MOST = 50, 200
 
 
-def _operator() -> bool:
-    role = bearer_role() if bearer_token() is not None else session_role()
-    return role == OPERATOR
-
-
 def _shown(rule: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    return {**(rule if _operator() else masked(rule)), "state": state}
+    return {**(rule if caller_role() == OPERATOR else masked(rule)), "state": state}
 
 
 def _rule(rule_id: str) -> dict[str, Any]:
@@ -109,12 +104,7 @@ def test(rule_id: str) -> Any:
     found = _rule(rule_id)
     if not found["webhooks"]:
         raise ActionError(409, "this rule has no webhooks to test")
-    now = time.time()
-    notice = {"id": f"{rule_id}:test:{secrets.token_hex(4)}", "status": "test",
-              "rule": {f: found.get(f) for f in ("id", "name", "kind", "task", "queue", "entry", "threshold",
-                                                "window")},
-              "value": None, "detail": "a test notice: the webhook is reachable", "fired_at": None,
-              "resolved_at": None, "at": now}
+    notice = test_notice(found, time.time())
     outbox = ext("pulse_alert_outbox")
     pipe = ext("pulse_registry").client.pipeline()
     outbox.post(pipe, found, notice)

@@ -1,24 +1,16 @@
-"""Runtime analytics over HTTP: the page (/analytics) and its API (any reader)."""
+"""Runtime analytics over HTTP: ``GET /api/analytics`` (any reader); the page is in ``pages``."""
 
 import time
 from typing import Any
 
-from flask import Blueprint, Flask, render_template, request
+from flask import Blueprint, Flask, request
 
 from pulse.record.analytics import BOUNDS
 from pulse.server.http.api import ext
-from pulse.server.http.auth import api_access, page_access
-from pulse.server.model.analytics import CAPS, QUANTILES
+from pulse.server.http.auth import api_access
+from pulse.server.model.analytics import CAPS, QUANTILES, WINDOWS
 
 bp = Blueprint("analytics", __name__)
-WINDOWS = (3600, 86400)
-
-
-@bp.get("/analytics")
-@page_access
-def page() -> Any:
-    return render_template("analytics.html", page="analytics", windows=WINDOWS)
-
 
 @bp.get("/api/analytics")
 @api_access

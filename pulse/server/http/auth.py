@@ -122,12 +122,15 @@ def api_access(view: Callable) -> Callable:
     return wrapped
 
 
+def caller_role() -> str | None:
+    """The caller's role: by its bearer token when it sends one, else by its session."""
+    return bearer_role() if bearer_token() is not None else session_role()
+
+
 def actor() -> str:
     """Who is acting, for the audit log: the role, how it authenticated, and from where."""
-    token = bearer_token()
-    role = bearer_role() if token is not None else session_role()
-    how = "token" if token is not None else "session"
-    return f"{role} ({how}) from {request.remote_addr}"
+    how = "token" if bearer_token() is not None else "session"
+    return f"{caller_role()} ({how}) from {request.remote_addr}"
 
 
 def page_access(view: Callable) -> Callable:

@@ -1,5 +1,5 @@
 """The browser pages: overview, tasks, task detail, workers, queues, periodic tasks, the failure
-inbox and the alert rules (login lives in ``auth``).
+inbox, the runtime analytics and the alert rules (login lives in ``auth``).
 
 Pages are shells: their scripts read the API and the Socket.IO rooms, so what a page shows is
 exactly what the API answers.
@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, render_template
 
 from pulse.server.http.auth import page_access
+from pulse.server.model.analytics import WINDOWS
 from pulse.server.model.queues import NAME_LIMIT
 from pulse.server.model.taskjson import valid_id
 
@@ -58,6 +59,12 @@ def periodic() -> Any:
 @page_access
 def failures() -> Any:
     return render_template("failures.html", page="failures")
+
+
+@bp.get("/analytics")
+@page_access
+def analytics() -> Any:
+    return render_template("analytics.html", page="analytics", windows=WINDOWS)
 
 
 @bp.get("/alerts")

@@ -33,6 +33,7 @@ from pulse.record.registry import Registry, as_text
 from pulse.record.statuses import FAILED, FINISHED, OUTCOMES
 
 QUANTILES = (0.5, 0.9, 0.99)
+WINDOWS = (3600, 86400)  # the windows the page and the API offer: the last hour, the last day
 BUCKETS = len(BOUNDS) + 1  # the last one is above every bound (Prometheus's le="+Inf")
 CAPS = {"names": NAME_CAP, "queues": QUEUE_CAP}
 

@@ -47,6 +47,18 @@ COUNTERS = ("acted", "not_eligible", "errors", "uncertain")
 COUNTER_OF = {"acted": "acted", "not eligible": "not_eligible", "error": "errors", "uncertain": "uncertain"}
 
 
+
+def worker_tasks(registry: Registry, *fields: str, limit: int = 10_000) -> dict[str, list[Any]]:
+    """The running tasks that workers run, with ``fields`` of each record: task id -> their values
+    (oldest first, at most ``limit``). A bulk action's own record is running too, but no worker runs
+    it: a server's lease does."""
+    ids = [as_text(i) for i in registry.client.zrange(registry.keys.index("status", RUNNING), 0, limit - 1)]
+    pipe = registry.client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(registry.key(task_id), "bulk_job", *fields)
+    return {task_id: values for task_id, (bulk_job, *values) in zip(ids, pipe.execute(), strict=True)
+            if not bulk_job}
+
 class Bulk:
     """Selects, records and carries out bulk actions."""
 

@@ -18,6 +18,7 @@ from typing import Any
 from pulse.record.registry import as_text
 from pulse.record.statuses import LOST, QUEUED_OR_RUNNING, RUNNING
 from pulse.server.ingest.monitor import Monitor
+from pulse.server.model.bulk import worker_tasks
 from pulse.server.model.store import TaskStore
 from pulse.server.upkeep.periodic import Periodic
 
@@ -127,16 +128,9 @@ class Maintenance(Periodic):
 
     def running_on(self) -> dict[str, str | None]:
         """Every running task's worker, as recorded (None if none is): task id -> hostname.
-
-        Bulk actions' own records are left out: no worker runs them, a server's lease does
-        (``model/bulk.py``)."""
-        ids = self._ids(self.registry.keys.index("status", RUNNING))
-        pipe = self.registry.client.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(self.registry.key(task_id), "worker", "bulk_job")
-        replies = pipe.execute()
+        Bulk actions' own records are left out (``worker_tasks``)."""
         return {task_id: as_text(worker) if worker else None
-                for task_id, (worker, bulk_job) in zip(ids, replies, strict=True) if not bulk_job}
+                for task_id, (worker,) in worker_tasks(self.registry, "worker").items()}
 
     def read_active(self) -> dict[str, set[str]]:
         """The ids of the tasks each answering worker runs now (workers that did not answer: absent)."""
